@@ -31,8 +31,9 @@ class MeanFlowMLP(MeanFlowModel):
 
     def check_input(self, z):
         super().check_input(z)
-        if z.ndim != 2 or z.shape[1] != self.data_dim:
-            raise ValueError(f"MeanFlowMLP expects z of shape (B, {self.data_dim}), got {tuple(z.shape)}")
+        if z[0].numel() != self.data_dim:
+            raise ValueError(f"MeanFlowMLP expects z of shape (B, {self.data_dim}) (or (B, ...) with {self.data_dim} "
+                             f"elements per sample, flattened), got {tuple(z.shape)}")
 
     def features(self, r, t):
         h = t - r
@@ -52,9 +53,9 @@ class MeanFlowMLP(MeanFlowModel):
         return torch.cat(cols, 1)
 
     def net(self, z, r, t):
-        x = torch.cat([z, self.features(r, t).to(z.dtype)], 1)
+        x = torch.cat([z.flatten(1), self.features(r, t).to(z.dtype)], 1)
         for layer in self.hidden: x = F.silu(layer(x))
-        return self.out(x)
+        return self.out(x).reshape(z.shape)
 
 # %% ../../nbs/05_models.mlp.ipynb #0452e9cf
 @torch.no_grad()
@@ -63,14 +64,14 @@ def _silu_tangent(a: torch.Tensor, a_dot: torch.Tensor) -> torch.Tensor:
     return a_dot * s * (1 + a * (1 - s))
 
 def _mlp_net_and_jvp(self, z, r, t, z_dot, r_dot, t_dot):
-    x = torch.cat([z, self.features(r, t).to(z.dtype)], 1)
-    with torch.no_grad(): x_dot = torch.cat([z_dot, self.features_tangent(r, t, r_dot, t_dot).to(z.dtype)], 1)
+    x = torch.cat([z.flatten(1), self.features(r, t).to(z.dtype)], 1)
+    with torch.no_grad(): x_dot = torch.cat([z_dot.flatten(1), self.features_tangent(r, t, r_dot, t_dot).to(z.dtype)], 1)
     for layer in self.hidden:
         a = layer(x)
         with torch.no_grad(): x_dot = _silu_tangent(a, F.linear(x_dot, layer.weight))
         x = F.silu(a)
     out = self.out(x)
     with torch.no_grad(): out_dot = F.linear(x_dot, self.out.weight)
-    return out, out_dot
+    return out.reshape(z.shape), out_dot.reshape(z.shape)
 
 MeanFlowMLP.net_and_jvp = _mlp_net_and_jvp
