@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #26599000
 from __future__ import annotations
-import json, math, os, time
+import json, math, os, sys, time
 from dataclasses import dataclass, replace
 from pathlib import Path
 import torch
@@ -131,9 +131,10 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: bool
         return checkpoint_path(out_dir, step)
 
     model.train()
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter()
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    t0 = time.perf_counter()
     while step < end:
         idx = torch.randint(len(dataset), (tc.batch_size,), generator=gen)
         x = data[idx] if data is not None else dataset.embedding.embed(dataset.points[idx]).float()
