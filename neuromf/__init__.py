@@ -14,6 +14,8 @@ _EXPORTS = {
     "neuromf.sampling": ["sample_one_step", "sample_multi_step", "sample_euler"],
     "neuromf.ema": ["EMA"],
     "neuromf.metrics.torus": ["torus_metrics", "torus_distance", "exact_one_step_map"],
+    "neuromf.models.maisi_unet": ["MAISIUNetConfig", "MAISIUNetWrapper", "from_maisi_checkpoint"],
+    "neuromf.data.latents": ["LatentDataset", "load_latent", "save_latent", "write_latent_folder", "write_toroid_latents"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)
