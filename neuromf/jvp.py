@@ -6,11 +6,14 @@ r"""$\frac{d}{dt}u_\theta(z_t, r, t) = \partial_z u\, v + \partial_t u$: the JVP
 from __future__ import annotations
 import contextlib, warnings
 import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.nn.attention import sdpa_kernel, SDPBackend
 from .core import as_time_tensor, check_same_shape
 
 # %% auto #0
-__all__ = ['JVP_STRATEGIES', 'jvp_precision', 'compute_meanflow_jvp']
+__all__ = ['JVP_STRATEGIES', 'TANGENT_RULES', 'jvp_precision', 'GraphFreeTangents', 'forward_ad_jvp', 'compute_meanflow_jvp']
 
 # %% ../nbs/06_jvp.ipynb #8710061b
 JVP_STRATEGIES = ("exact", "exact_func", "exact_nograd", "finite_difference")
@@ -34,7 +37,116 @@ def _rng_replay(device: torch.device):
         torch.set_rng_state(cpu)
         if cuda is not None: torch.cuda.set_rng_state(cuda, device)
 
-# %% ../nbs/06_jvp.ipynb #7bfa52d2
+# %% ../nbs/06_jvp.ipynb #e14507a8
+def _tangent(x):
+    return fwAD.unpack_dual(x).tangent if isinstance(x, torch.Tensor) else None
+
+def _plain(x):
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+def _same_as(yt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if yt.shape != y.shape: yt = yt.expand(y.shape).contiguous()
+    return yt if yt.dtype == y.dtype else yt.to(y.dtype)
+
+def _affine_rule(op):
+    "`op(x, weight, bias, ...)` linear in x (conv, linear): tangent `op(x_dot, weight, None, ...)`."
+    def rule(input, weight, bias=None, *rest, **kw):
+        x, xt = fwAD.unpack_dual(input)
+        if xt is None or _tangent(weight) is not None or _tangent(bias) is not None: return NotImplemented
+        y = op(x, weight, bias, *rest, **kw)
+        with torch.no_grad(): yt = op(xt, weight.detach(), None, *rest, **kw)
+        return fwAD.make_dual(y, yt)
+    return rule
+
+def _group_norm_rule(input, num_groups, weight=None, bias=None, eps=1e-5):
+    x, xt = fwAD.unpack_dual(input)
+    if xt is None or _tangent(weight) is not None or _tangent(bias) is not None or x.ndim < 2: return NotImplemented
+    B, C, HxW = x.shape[0], x.shape[1], x[0, 0].numel()
+    y, mean, rstd = torch.native_group_norm(x, weight, bias, B, C, HxW, num_groups, eps)
+    with torch.no_grad():
+        yt = torch.ops.aten.native_group_norm_backward(xt, x.detach(), mean.detach(), rstd.detach(), None,
+                                                       B, C, HxW, num_groups, [True, False, False])[0]
+        if weight is not None: yt = yt * weight.detach().reshape(1, C, *[1] * (x.ndim - 2))
+    return fwAD.make_dual(y, yt)
+
+def _silu_rule(input, inplace=False):
+    x, xt = fwAD.unpack_dual(input)
+    if xt is None or inplace: return NotImplemented
+    y = F.silu(x)
+    with torch.no_grad(): yt = torch.ops.aten.silu_backward(xt, x.detach())
+    return fwAD.make_dual(y, yt)
+
+def _softmax_rule(op):
+    def rule(input, dim=None, *rest, **kw):
+        if rest or kw.get("dtype") is not None or dim is None: return NotImplemented
+        x, xt = fwAD.unpack_dual(input)
+        if xt is None: return NotImplemented
+        y = op(x, dim)
+        with torch.no_grad(): yt = torch._softmax_backward_data(xt, y.detach(), dim, y.dtype)
+        return fwAD.make_dual(y, yt)
+    return rule
+
+def _einsum_rule(equation, *operands):
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)): operands = tuple(operands[0])
+    if not isinstance(equation, str) or not all(isinstance(o, torch.Tensor) for o in operands): return NotImplemented
+    parts = [fwAD.unpack_dual(o) for o in operands]
+    if all(t is None for _, t in parts): return NotImplemented
+    y = torch.einsum(equation, *[p for p, _ in parts])
+    with torch.no_grad():
+        yt = None
+        for i, (_, t) in enumerate(parts):
+            if t is None: continue
+            term = torch.einsum(equation, *[t if j == i else p.detach() for j, (p, _) in enumerate(parts)])
+            yt = term if yt is None else yt.add_(term)
+    return fwAD.make_dual(y, _same_as(yt, y))
+
+def _arithmetic_rule(kind):
+    "Binary `mul/div/add/sub/rsub` with exactly one dual operand (the other a plain tensor or number)."
+    def rule(a, b, *rest, **kw):
+        if rest or set(kw) - {"alpha"}: return NotImplemented
+        alpha = kw.get("alpha", 1)
+        (pa, ta), (pb, tb) = [fwAD.unpack_dual(v) if isinstance(v, torch.Tensor) else (v, None) for v in (a, b)]
+        if (ta is None) == (tb is None) or (kind == "div" and tb is not None): return NotImplemented
+        y = {"mul": lambda: torch.mul(pa, pb), "div": lambda: torch.div(pa, pb), "add": lambda: torch.add(pa, pb, alpha=alpha),
+             "sub": lambda: torch.sub(pa, pb, alpha=alpha), "rsub": lambda: torch.sub(pb, pa, alpha=alpha)}[kind]()
+        with torch.no_grad():
+            if kind == "mul": yt = ta * _plain(pb) if ta is not None else _plain(pa) * tb
+            elif kind == "div": yt = ta / _plain(pb)
+            elif kind == "add": yt = ta if ta is not None else tb * alpha
+            elif kind == "sub": yt = ta if ta is not None else tb * -alpha
+            else: yt = ta * -alpha if ta is not None else tb
+            yt = _same_as(yt, y)
+        return fwAD.make_dual(y, yt)
+    return rule
+
+_T = torch.Tensor
+TANGENT_RULES = {op: _affine_rule(op) for op in (torch.conv1d, torch.conv2d, torch.conv3d, F.linear)}
+TANGENT_RULES.update({F.group_norm: _group_norm_rule, F.silu: _silu_rule, torch.einsum: _einsum_rule})
+TANGENT_RULES.update({op: _softmax_rule(op) for op in (torch.softmax, _T.softmax, F.softmax)})
+for _kind, _ops in {"mul": (torch.mul, _T.mul, _T.__mul__, _T.__rmul__), "div": (torch.div, _T.div, _T.__truediv__),
+                    "add": (torch.add, _T.add, _T.__add__, _T.__radd__), "sub": (torch.sub, _T.sub, _T.__sub__),
+                    "rsub": (_T.__rsub__,)}.items():
+    TANGENT_RULES.update({op: _arithmetic_rule(_kind) for op in _ops})
+
+# %% ../nbs/06_jvp.ipynb #ec871145
+class GraphFreeTangents(TorchFunctionMode):
+    "Inside a forward-AD dual level: `TANGENT_RULES` ops keep the primal's graph and compute their tangent without one."
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = TANGENT_RULES.get(func)
+        if rule is not None:
+            out = rule(*args, **kwargs)
+            if out is not NotImplemented: return out
+        return func(*args, **kwargs)
+
+def forward_ad_jvp(model_fn, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, v: torch.Tensor):
+    "`(u, dudt)` in one forward-AD pass along `(v, 0, 1)`: `u` keeps its graph, `dudt` (detached) is computed with `GraphFreeTangents`."
+    with fwAD.dual_level(), GraphFreeTangents():
+        out = model_fn(fwAD.make_dual(z, v), r, fwAD.make_dual(t.contiguous(), torch.ones_like(t, memory_format=torch.contiguous_format)))
+        u, dudt = fwAD.unpack_dual(out)
+    return u, (torch.zeros_like(u) if dudt is None else dudt.detach())
+
+# %% ../nbs/06_jvp.ipynb #e3d6fc18
 def compute_meanflow_jvp(model_fn, z_t: torch.Tensor, r, t, v_tangent: torch.Tensor, strategy: str = "exact",
                          fd_step: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     "`(u, dudt)`: `u = model_fn(z_t, r, t)` (with its graph) and the detached JVP along `(v_tangent, 0, 1)`."
@@ -43,19 +155,19 @@ def compute_meanflow_jvp(model_fn, z_t: torch.Tensor, r, t, v_tangent: torch.Ten
     B = z_t.shape[0]
     r, t = as_time_tensor(r, B, z_t, "r"), as_time_tensor(t, B, z_t, "t")
     dev = z_t.device.type
-    if strategy == "exact" and getattr(model_fn, "has_analytic_jvp", False):
-        with jvp_precision(dev):
-            u, dudt = model_fn.forward_and_jvp(_wide(z_t), _wide(r), _wide(t), _wide(v_tangent.detach()), 0.0, 1.0)
-        return u, dudt
-    if strategy in ("exact", "exact_func"):
+    if strategy in ("exact", "exact_func", "exact_nograd"):
         zw, rw, tw, vw = _wide(z_t), _wide(r), _wide(t), _wide(v_tangent.detach())
+    if strategy == "exact":
+        with jvp_precision(dev):
+            if getattr(model_fn, "has_analytic_jvp", False): return model_fn.forward_and_jvp(zw, rw, tw, vw, 0.0, 1.0)
+            return forward_ad_jvp(model_fn, zw, rw, tw, vw)
+    if strategy == "exact_func":
         with jvp_precision(dev):
             u, dudt = torch.func.jvp(lambda z, tt: model_fn(z, rw, tt), (zw, tw), (vw, torch.ones_like(tw)))
         return u, dudt.detach()
     if strategy == "exact_nograd":
-        zw, rw, tw, vw = _wide(z_t), _wide(r), _wide(t), _wide(v_tangent.detach())
         with _rng_replay(z_t.device), torch.no_grad(), jvp_precision(dev):
-            _, dudt = torch.func.jvp(lambda z, tt: model_fn(z, rw, tt), (zw, tw), (vw, torch.ones_like(tw)))
+            _, dudt = forward_ad_jvp(model_fn, zw, rw, tw, vw)
         return model_fn(z_t, r, t), dudt
     # finite differences
     if not fd_step > 0: raise ValueError(f"fd_step={fd_step} must be > 0")

@@ -33,7 +33,35 @@ def _check_loss_args(p, c, gamma, lambda_mf, tangent):
     if not (math.isfinite(gamma) and gamma >= 0): raise ValueError(f"gamma={gamma} must be a finite number >= 0")
     if not (math.isfinite(lambda_mf) and lambda_mf >= 0): raise ValueError(f"lambda_mf={lambda_mf} must be a finite number >= 0")
 
-# %% ../../nbs/07_losses.meanflow.ipynb #26b73fac
+# %% ../../nbs/07_losses.meanflow.ipynb #9195bda5
+def _rows_independent(model) -> bool:
+    "Whether the model opts in to row splitting and nothing in it couples or randomises rows (batch norm, dropout) in training."
+    if not getattr(model, "jvp_row_split", False) or not isinstance(model, torch.nn.Module): return False
+    for m in model.modules():
+        if m.training and (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) or
+                           (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)): return False
+    return True
+
+def _merge_rows(first: torch.Tensor, second: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    "Rows `cat([first, second])` put back in batch order (`order` lists their original indices); differentiable."
+    return torch.cat([first, second]).index_select(0, torch.argsort(order))
+
+def _u_and_dudt(model, z_t, r, t, v_tan, strategy, fd_step, u_at_t=None):
+    "`(u, dudt)` with the JVP evaluated only where `r != t` (dudt is 0 elsewhere, where it is multiplied by t - r = 0)."
+    active = t != r
+    n = int(active.sum())
+    if n == len(t) or (0 < n and not _rows_independent(model)):
+        return compute_meanflow_jvp(model, z_t, r, t, v_tan, strategy, fd_step)
+    if n == 0:
+        u = u_at_t if u_at_t is not None and _rows_independent(model) else model(z_t, r, t)
+        return u, torch.zeros_like(u)
+    on, off = active.nonzero()[:, 0], (~active).nonzero()[:, 0]
+    u_on, dudt_on = compute_meanflow_jvp(model, z_t[on], r[on], t[on], v_tan[on], strategy, fd_step)
+    u_off = u_at_t[off] if u_at_t is not None else model(z_t[off], r[off], t[off])
+    order = torch.cat([on, off])
+    return _merge_rows(u_on, u_off.to(u_on.dtype), order), _merge_rows(dudt_on, torch.zeros_like(u_off, dtype=dudt_on.dtype), order)
+
+# %% ../../nbs/07_losses.meanflow.ipynb #469e7286
 def meanflow_loss(model, z_t: torch.Tensor, r, t, x_0: torch.Tensor, eps: torch.Tensor, p: float = 2.0,
                   adaptive: bool = True, tangent: str = "true", lambda_mf: float = 1.0, strategy: str = "exact",
                   c: float = 0.01, gamma: float = 1.0, channel_weights: torch.Tensor | None = None,
@@ -51,12 +79,12 @@ def meanflow_loss(model, z_t: torch.Tensor, r, t, x_0: torch.Tensor, eps: torch.
     weigh = (lambda e: adaptive_weight(e, c, gamma) * e) if adaptive else (lambda e: e)
     dt = time_view(t - r, z_t)
     if tangent == "true":
-        u, dudt = compute_meanflow_jvp(model, z_t, r, t, v, strategy, fd_step)
+        u, dudt = _u_and_dudt(model, z_t, r, t, v, strategy, fd_step)
         target = (v - dt * dudt).detach()
         e_mf = err(u, target.to(u.dtype))
         return MeanFlowLossResult(weigh(e_mf).mean(), e_mf.detach(), None)
     v_tilde = model(z_t, t, t)
-    u, dudt = compute_meanflow_jvp(model, z_t, r, t, v_tilde.detach(), strategy, fd_step)
+    u, dudt = _u_and_dudt(model, z_t, r, t, v_tilde.detach(), strategy, fd_step, u_at_t=v_tilde)
     compound = u + dt * dudt.detach()
     e_fm, e_mf = err(v_tilde, v.to(v_tilde.dtype)), err(compound, v.to(compound.dtype))
     loss = (weigh(e_fm) + lambda_mf * weigh(e_mf)).mean()

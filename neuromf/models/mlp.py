@@ -60,8 +60,8 @@ class MeanFlowMLP(MeanFlowModel):
 # %% ../../nbs/05_models.mlp.ipynb #0452e9cf
 @torch.no_grad()
 def _silu_tangent(a: torch.Tensor, a_dot: torch.Tensor) -> torch.Tensor:
-    s = torch.sigmoid(a)
-    return a_dot * s * (1 + a * (1 - s))
+    "`silu'(a) * a_dot` in one fused kernel: SiLU's backward applied to `a_dot` is exactly the tangent."
+    return torch.ops.aten.silu_backward(a_dot, a.detach())
 
 def _mlp_net_and_jvp(self, z, r, t, z_dot, r_dot, t_dot):
     x = torch.cat([z.flatten(1), self.features(r, t).to(z.dtype)], 1)
@@ -75,3 +75,4 @@ def _mlp_net_and_jvp(self, z, r, t, z_dot, r_dot, t_dot):
     return out.reshape(z.shape), out_dot.reshape(z.shape)
 
 MeanFlowMLP.net_and_jvp = _mlp_net_and_jvp
+MeanFlowMLP.jvp_row_split = True   # samples are independent and the work per row dominates: the loss may skip rows with r = t
