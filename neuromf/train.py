@@ -91,17 +91,18 @@ def _resume_check(saved: dict, cfg: ExperimentConfig):
 
 # %% ../nbs/12_train.ipynb #2dd24b38
 def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-          dataset: ToroidDataset | None = None, stop_at: int | None = None) -> TrainResult:
+          dataset=None, stop_at: int | None = None) -> TrainResult:
     """Train a MeanFlow model as `cfg` says; with `out_dir`, write config, checkpoints and `loss_curves.json` there.
-    `stop_at` ends this call early at that step (with a checkpoint), as if the run had been interrupted."""
+    `dataset` defaults to the torus of `cfg.data`; any dataset with `len()` and `batch(indices)` works (e.g. a
+    `neuromf.data.latents.LatentDataset` over latent files). `stop_at` ends this call early at that step (with a
+    checkpoint), as if the run had been interrupted."""
     tc = cfg.training
     if tc.threads: torch.set_num_threads(tc.threads)
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None: raise ValueError("resume=True needs out_dir")
     torch.manual_seed(tc.seed)
     gen = torch.Generator().manual_seed(tc.seed)
-    dataset = dataset or ToroidDataset(cfg.data)
-    data = dataset.tensor() if cfg.data.mode == "r4" else None
+    dataset = dataset if dataset is not None else ToroidDataset(cfg.data)
     model = build_model(cfg)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -137,7 +138,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: bool
     t0 = time.perf_counter()
     while step < end:
         idx = torch.randint(len(dataset), (tc.batch_size,), generator=gen)
-        x = data[idx] if data is not None else dataset.embedding.embed(dataset.points[idx]).float()
+        x = dataset.batch(idx).float()
+        if tuple(x.shape[1:]) != tuple(cfg.data.sample_shape):
+            raise ValueError(f"dataset samples have shape {tuple(x.shape[1:])} but the config's data.sample_shape is {cfg.data.sample_shape}")
         e = torch.randn(x.shape, generator=gen)
         t, r = sample_times(cfg.time, tc.batch_size, gen)
         tv = t.reshape(-1, *([1] * (x.ndim - 1)))

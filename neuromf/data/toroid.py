@@ -132,6 +132,11 @@ class ToroidDataset(Dataset):
         if self._data is not None: return self._data[idx]
         return self.embedding.embed(self.points[idx][None])[0].to(self.dtype)
 
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        "Samples at integer indices `idx` as one tensor (volumes rendered on the fly)."
+        if self._data is not None: return self._data[idx]
+        return self.embedding.embed(self.points[idx]).to(self.dtype)
+
     def tensor(self) -> torch.Tensor:
         "All samples as one tensor (r4 mode; volumetric mode only for small sizes)."
         if self._data is not None: return self._data
