@@ -16,6 +16,7 @@ _EXPORTS = {
     "neuromf.metrics.torus": ["torus_metrics", "torus_distance", "exact_one_step_map"],
     "neuromf.models.maisi_unet": ["MAISIUNetConfig", "MAISIUNetWrapper", "from_maisi_checkpoint"],
     "neuromf.data.latents": ["LatentDataset", "load_latent", "save_latent", "write_latent_folder", "write_toroid_latents"],
+    "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)

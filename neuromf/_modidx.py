@@ -125,6 +125,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                  'neuromf/dashboards/common.py'),
                                            'neuromf.dashboards.common.TensorSamples.draw': ( 'dashboards.common.html#tensorsamples.draw',
                                                                                              'neuromf/dashboards/common.py'),
+                                           'neuromf.dashboards.common._plain': ( 'dashboards.common.html#_plain',
+                                                                                 'neuromf/dashboards/common.py'),
                                            'neuromf.dashboards.common._sizes': ( 'dashboards.common.html#_sizes',
                                                                                  'neuromf/dashboards/common.py'),
                                            'neuromf.dashboards.common.as_source': ( 'dashboards.common.html#as_source',
