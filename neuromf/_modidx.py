@@ -204,6 +204,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                      'neuromf/data/toroid.py'),
                                      'neuromf.data.toroid.ToroidDataset.__len__': ( 'data.toroid.html#toroiddataset.__len__',
                                                                                     'neuromf/data/toroid.py'),
+                                     'neuromf.data.toroid.ToroidDataset.batch': ( 'data.toroid.html#toroiddataset.batch',
+                                                                                  'neuromf/data/toroid.py'),
                                      'neuromf.data.toroid.ToroidDataset.tensor': ( 'data.toroid.html#toroiddataset.tensor',
                                                                                    'neuromf/data/toroid.py'),
                                      'neuromf.data.toroid.ToroidDataset.to_angles': ( 'data.toroid.html#toroiddataset.to_angles',
