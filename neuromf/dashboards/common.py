@@ -4,10 +4,10 @@
 
 # %% ../../nbs/20_dashboards.common.ipynb #c27b4846
 from __future__ import annotations
-import html, math, time
+import html, time
 import numpy as np
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 import ipywidgets as widgets

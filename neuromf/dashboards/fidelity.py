@@ -5,7 +5,6 @@
 # %% ../../nbs/18_dashboards.fidelity.ipynb #ec3b9965
 from __future__ import annotations
 import math
-import numpy as np
 import torch
 import ipywidgets as widgets
 import plotly.graph_objects as go
