@@ -26,12 +26,19 @@ def test_tiny_suite_writes_results(tmp_path, capsys):
     assert "mlp_tiny/mf/double_backward" in printed and "results:" in printed
 
 
+def _rss_mb():
+    return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+
+
 def test_memory_probe_is_a_fresh_process_and_ratios_use_the_fm_probe():
     case = BenchCase(model="mlp_tiny", loss="mf", batch=8)
+    ballast = torch.ones(64 * 2**20)     # 256 MiB resident here: the probe must not inherit it (ru_maxrss would)
     r = subprocess.run([sys.executable, "-m", "neuromf.bench", "--one", json.dumps(case.__dict__)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     mem = json.loads(r.stdout.strip().splitlines()[-1])
     assert mem["kind"] == "cpu_peak_rss" and mem["peak_mb"] >= mem["setup_mb"] > 0
+    assert mem["peak_mb"] < _rss_mb() - 128, (mem, _rss_mb())
+    del ballast
     fm = BenchCase(model="mlp_tiny", batch=8)
     rows = summarise([fm, case], time_cases([fm, case], 2, 0),
                      {fm.name: dict(mem, peak_mb=100.0, step_mb=10.0), case.name: dict(mem, peak_mb=120.0, step_mb=15.0)}, "cpu")
