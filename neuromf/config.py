@@ -28,10 +28,10 @@ MODEL_ARCHS = ("mlp", "maisi_unet")
 class ModelConfig:
     arch: str = "mlp"                 # "mlp" (points, or flattened small volumes) | "maisi_unet" (volumes)
     hidden_dim: int = 256
-    n_hidden: int = 4
-    n_frequencies: int = 8            # sinusoidal features of t and t - r (0: raw times only)
-    max_frequency: float = 16.0
-    prediction_type: str = "u"        # "u" | "x" (pMF)
+    n_hidden: int = 5
+    n_frequencies: int = 0            # sinusoidal features of t and t - r (0: raw times only; high frequencies hurt)
+    max_frequency: float = 4.0
+    prediction_type: str = "x"        # "u" | "x" (pMF)
     t_min: float = 0.05               # clamp of t in u = (z - x_hat) / t for x-prediction
     unet_preset: str = "small"        # maisi_unet only: "small" | "rflow"
     def __post_init__(self):
@@ -47,12 +47,12 @@ TIME_SAMPLERS = ("official", "seed")
 
 @dataclass
 class TimeConfig:
-    sampler: str = "official"         # "official": t, r = max, min of two logit-normals; "seed": r ~ U(0, t)
-    mu: float = -0.4
-    sigma: float = 1.0
+    sampler: str = "seed"             # "seed": t logit-normal, r ~ U(0, t); "official": t, r = max, min of two logit-normals
+    mu: float = 0.4
+    sigma: float = 1.2
     t_min: float = 0.0
     r_neq_t_fraction: float = 0.25    # official sampler: share of the batch with r != t
-    r_equals_t_prob: float = 0.5      # seed sampler: probability of r = t
+    r_equals_t_prob: float = 0.25     # seed sampler: probability of r = t
     def __post_init__(self):
         if self.sampler not in TIME_SAMPLERS: _bad("time", "sampler", self.sampler, f"must be one of {TIME_SAMPLERS}")
         if not self.sigma > 0: _bad("time", "sigma", self.sigma, "must be > 0")
@@ -83,9 +83,9 @@ LR_SCHEDULES = ("constant", "cosine")
 
 @dataclass
 class TrainingConfig:
-    steps: int = 20_000
+    steps: int = 26_000
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: float = 2e-3
     lr_schedule: str = "cosine"       # warm-up, then constant or cosine decay to lr * min_lr_ratio
     warmup_steps: int = 500
     min_lr_ratio: float = 0.01
@@ -95,7 +95,7 @@ class TrainingConfig:
     ema_warmup: bool = True
     checkpoint_every: int = 2000
     log_every: int = 50
-    threads: int = 1                  # torch.set_num_threads for the run (0: leave torch's default)
+    threads: int = 2                  # torch.set_num_threads for the run (0: leave torch's default)
     seed: int = 0
     def __post_init__(self):
         for k in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -123,7 +123,7 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
-    data: ToroidConfig = field(default_factory=ToroidConfig)
+    data: ToroidConfig = field(default_factory=lambda: ToroidConfig(n_samples=1_000_000))  # ~fresh points every batch
     model: ModelConfig = field(default_factory=ModelConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     loss: LossConfig = field(default_factory=LossConfig)

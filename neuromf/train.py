@@ -156,11 +156,15 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: bool
         step += 1
         window["n"] += 1; window["loss"] += res.loss.item(); window["raw_mf"] += res.raw_mf.mean().item()
         window["raw_fm"] += res.raw_fm.mean().item() if res.raw_fm is not None else 0.0
+        # the flow-matching error (a fixed target): iMF's FM term, or MF's error on its r = t rows
+        fixed = res.raw_fm if res.raw_fm is not None else res.raw_mf[r == t]
+        if len(fixed): window["raw_fixed"] = window.get("raw_fixed", 0.0) + fixed.mean().item(); window["n_fixed"] = window.get("n_fixed", 0) + 1
         if step % tc.log_every == 0 or step == tc.steps:
             n = window["n"]
             entry = {"step": step, "loss": window["loss"] / n, "raw_mf": window["raw_mf"] / n, "lr": sched.get_last_lr()[0]}
             if res.raw_fm is not None: entry["raw_fm"] = window["raw_fm"] / n
             entry["raw"] = entry["raw_mf"] + entry.get("raw_fm", 0.0)
+            if window.get("n_fixed"): entry["raw_fm_objective"] = window["raw_fixed"] / window["n_fixed"]
             log.append(entry)
             window = {"n": 0, "loss": 0.0, "raw_mf": 0.0, "raw_fm": 0.0}
             bar.set_postfix(raw=f"{entry['raw']:.4f}", weighted=f"{entry['loss']:.4f}")
