@@ -71,6 +71,8 @@ class LossConfig:
     strategy: str = "exact"
     fd_step: float = 1e-3
     def __post_init__(self):
+        # YAML reads an unquoted `true` (file or `loss.tangent=true` override) as a boolean, which OmegaConf turns into "True"
+        if self.tangent == "True": self.tangent = "true"
         if self.tangent not in TANGENTS: _bad("loss", "tangent", self.tangent, f"must be one of {TANGENTS}")
         if self.strategy not in JVP_STRATEGIES: _bad("loss", "strategy", self.strategy, f"must be one of {JVP_STRATEGIES}")
         if not self.p > 0: _bad("loss", "p", self.p, "must be > 0")

@@ -19,13 +19,23 @@ VARIANTS = {"u-pred, MF": ["model.prediction_type=u", "loss.tangent=true"],
 HEAD = ["d1", "d2", "d5", "d10", "coupling1", "ks_p1", "ks_p2", "joint_p"]
 
 
-def run(config, out, overrides):
+def run(config, out, overrides, reuse=False):
+    wall_file = out / "experiment_wall_s.json"
+    if reuse and wall_file.is_file() and (out / "verification_metrics.json").is_file():
+        wall = json.loads(wall_file.read_text())["wall_s"]
+        return _result(out, wall, overrides)
+    if out.exists(): subprocess.run(["rm", "-rf", str(out)])
     t0 = time.perf_counter()
     r = subprocess.run([PY, "-m", "neuromf.toy", "--config", str(config), "--out", str(out), "--no-progress", "--no-figures"]
                        + overrides, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if not (out / "verification_metrics.json").is_file():
         raise SystemExit(f"run {out} failed:\n{r.stderr[-3000:]}")
+    wall_file.write_text(json.dumps({"wall_s": wall}))
+    return _result(out, wall, overrides)
+
+
+def _result(out, wall, overrides):
     m = json.loads((out / "verification_metrics.json").read_text())["ema"]
     return {"wall_s": wall, "d1": m["1"]["distance_mean"], "d2": m["2"]["distance_mean"], "d5": m["5"]["distance_mean"],
             "d10": m["10"]["distance_mean"], "coupling1": m["1"]["coupling_error_mean"], "ks_p1": m["1"]["ks_p_theta1"],
@@ -60,6 +70,7 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "experiments")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished runs found in --out instead of re-running them")
     ap.add_argument("--budget-s", type=float, default=None, help="ablation wall budget per run (default: the default config's measured wall time)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,8 +79,7 @@ def main():
     summary = {"config": str(args.config), "steps": base.training.steps, "threads": base.training.threads, "seeds": {}, "ablation": {}}
     for s in args.seeds:
         out = args.out / f"default_seed{s}"
-        if out.exists(): subprocess.run(["rm", "-rf", str(out)])
-        summary["seeds"][f"seed {s}"] = r = run(args.config, out, [f"training.seed={s}"])
+        summary["seeds"][f"seed {s}"] = r = run(args.config, out, [f"training.seed={s}"], args.reuse)
         r["steps"] = base.training.steps
         print(f"seed {s}: {json.dumps(r)}", flush=True)
     vals = list(summary["seeds"].values())
@@ -86,8 +96,7 @@ def main():
             sps = steps_per_second(args.config, ov, args.out)
             steps = int(max(500, (budget - max(fixed, 10.0)) * sps) // 100 * 100)
             out = args.out / ("ablation_" + name.replace(", ", "_").replace("-", ""))
-            if out.exists(): subprocess.run(["rm", "-rf", str(out)])
-            r = run(args.config, out, ov + [f"training.steps={steps}", f"training.checkpoint_every={steps}"])
+            r = run(args.config, out, ov + [f"training.steps={steps}", f"training.checkpoint_every={steps}"], args.reuse)
             r["steps"], r["steps_per_s"] = steps, sps
             summary["ablation"][name] = r
             print(f"{name}: {json.dumps(r)}", flush=True)
