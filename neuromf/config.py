@@ -31,7 +31,7 @@ class ModelConfig:
     n_hidden: int = 5
     n_frequencies: int = 0            # sinusoidal features of t and t - r (0: raw times only; high frequencies hurt)
     max_frequency: float = 4.0
-    prediction_type: str = "x"        # "u" | "x" (pMF)
+    prediction_type: str = "u"        # "u" | "x" (pMF)
     t_min: float = 0.05               # clamp of t in u = (z - x_hat) / t for x-prediction
     unet_preset: str = "small"        # maisi_unet only: "small" | "rflow"
     def __post_init__(self):

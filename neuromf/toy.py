@@ -46,7 +46,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path, resume: bool = False, p
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = evaluate_run(out_dir, cfg, result.model, result.ema_model(), result.log, dataset,
-                       timing={"train_wall_s (this call)": t_train, "threads": torch.get_num_threads()}, figures=figures)
+                       timing={"train_wall_s (this call)": t_train, "threads": cfg.training.threads or torch.get_num_threads()}, figures=figures)
     out["timing"]["eval_wall_s"] = time.perf_counter() - t0
     return out
 

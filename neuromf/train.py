@@ -95,9 +95,16 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: bool
     """Train a MeanFlow model as `cfg` says; with `out_dir`, write config, checkpoints and `loss_curves.json` there.
     `dataset` defaults to the torus of `cfg.data`; any dataset with `len()` and `batch(indices)` works (e.g. a
     `neuromf.data.latents.LatentDataset` over latent files). `stop_at` ends this call early at that step (with a
-    checkpoint), as if the run had been interrupted."""
+    checkpoint), as if the run had been interrupted. `training.threads` applies while training; the caller's thread
+    count is restored afterwards."""
     tc = cfg.training
+    threads_before = torch.get_num_threads()
     if tc.threads: torch.set_num_threads(tc.threads)
+    try: return _train_loop(cfg, out_dir, resume, progress, dataset, stop_at)
+    finally: torch.set_num_threads(threads_before)   # the run's thread count does not leak into the caller's session
+
+def _train_loop(cfg, out_dir, resume, progress, dataset, stop_at) -> TrainResult:
+    tc = cfg.training
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None: raise ValueError("resume=True needs out_dir")
     torch.manual_seed(tc.seed)

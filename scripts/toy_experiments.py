@@ -36,8 +36,10 @@ def run(config, out, overrides, reuse=False):
 
 
 def _result(out, wall, overrides):
+    import yaml
     m = json.loads((out / "verification_metrics.json").read_text())["ema"]
-    return {"wall_s": wall, "d1": m["1"]["distance_mean"], "d2": m["2"]["distance_mean"], "d5": m["5"]["distance_mean"],
+    steps = yaml.safe_load((out / "config.yaml").read_text())["training"]["steps"]
+    return {"wall_s": wall, "steps": steps, "d1": m["1"]["distance_mean"], "d2": m["2"]["distance_mean"], "d5": m["5"]["distance_mean"],
             "d10": m["10"]["distance_mean"], "coupling1": m["1"]["coupling_error_mean"], "ks_p1": m["1"]["ks_p_theta1"],
             "ks_p2": m["1"]["ks_p_theta2"], "joint_p": m["1"]["joint_p"], "overrides": overrides}
 
@@ -80,7 +82,6 @@ def main():
     for s in args.seeds:
         out = args.out / f"default_seed{s}"
         summary["seeds"][f"seed {s}"] = r = run(args.config, out, [f"training.seed={s}"], args.reuse)
-        r["steps"] = base.training.steps
         print(f"seed {s}: {json.dumps(r)}", flush=True)
     vals = list(summary["seeds"].values())
     if vals:
@@ -97,7 +98,7 @@ def main():
             steps = int(max(500, (budget - max(fixed, 10.0)) * sps) // 100 * 100)
             out = args.out / ("ablation_" + name.replace(", ", "_").replace("-", ""))
             r = run(args.config, out, ov + [f"training.steps={steps}", f"training.checkpoint_every={steps}"], args.reuse)
-            r["steps"], r["steps_per_s"] = steps, sps
+            r["steps_per_s"] = sps
             summary["ablation"][name] = r
             print(f"{name}: {json.dumps(r)}", flush=True)
     md = [f"Config `{args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}`, EMA weights, n = 10,000 samples.", ""]

@@ -40,19 +40,22 @@ def test_P2_T4_raw_loss_decreases(short_runs):
     assert abs(log[-1]["loss"] - log[0]["loss"]) < 0.2
 
 
+DEFAULT_KIND = load_config().model.prediction_type
+
+
 def test_P2_T5_one_step_on_torus(short_runs):
-    _, m, _ = short_runs["x"]
+    _, m, _ = short_runs[DEFAULT_KIND]
     assert m["ema"]["1"]["distance_mean"] < 0.1
     assert _row(m, "P2-T5")["status"] == "PASS"
 
 
 def test_P2_T6_angles_uniform(short_runs):
-    _, m, _ = short_runs["x"]
+    _, m, _ = short_runs[DEFAULT_KIND]
     assert m["ema"]["1"]["ks_p_theta1"] > 0.01 and m["ema"]["1"]["ks_p_theta2"] > 0.01
 
 
 def test_P2_T7_five_steps_not_worse(short_runs):
-    _, m, _ = short_runs["x"]
+    _, m, _ = short_runs[DEFAULT_KIND]
     assert m["ema"]["5"]["distance_mean"] <= m["ema"]["1"]["distance_mean"]
 
 
@@ -68,7 +71,7 @@ def test_P2_T8_u_and_x_prediction_converge(short_runs):
 
 
 def test_outputs_layout(short_runs):
-    cfg, m, d = short_runs["x"]
+    cfg, m, d = short_runs[DEFAULT_KIND]
     s = torch.load(d / "generated_samples.pt")
     assert s["noise"].shape == (cfg.eval.n_samples, 4)
     for w in ("ema", "raw"):
