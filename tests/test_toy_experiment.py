@@ -114,7 +114,7 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL); proc.wait()
     done = [s for s, _ in list_checkpoints(tmp_path / "run")]
     assert done and done[-1] < 400, f"the run was not interrupted mid-way: {done}"
-    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*")) or True   # a torn temp file may remain; checkpoints are whole
+    # a kill during a write can leave a hidden temp file behind; every named checkpoint must still load whole
     for _, p in list_checkpoints(tmp_path / "run"): torch.load(p, weights_only=False)
     r = subprocess.run(cmd + ["--out", str(tmp_path / "run"), "--resume"] + args, capture_output=True, text=True)
     assert r.returncode in (0, 1), r.stderr
