@@ -174,7 +174,7 @@ def _train_loop(cfg, out_dir, resume, progress, dataset, stop_at) -> TrainResult
             if window.get("n_fixed"): entry["raw_fm_objective"] = window["raw_fixed"] / window["n_fixed"]
             log.append(entry)
             window = {"n": 0, "loss": 0.0, "raw_mf": 0.0, "raw_fm": 0.0}
-            bar.set_postfix(raw=f"{entry['raw']:.4f}", weighted=f"{entry['loss']:.4f}")
+            bar.set_postfix(raw=f"{entry['raw']:.4f}", weighted=f"{entry['loss']:.4f}", refresh=False)
         bar.update(1)
         if out_dir is not None and (step % tc.checkpoint_every == 0 or step == end): last_ckpt = save(step)
     bar.close()
