@@ -404,6 +404,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'neuromf.train.RunFolder.steps': ('train.html#runfolder.steps', 'neuromf/train.py'),
                                'neuromf.train.TrainResult': ('train.html#trainresult', 'neuromf/train.py'),
                                'neuromf.train.TrainResult.ema_model': ('train.html#trainresult.ema_model', 'neuromf/train.py'),
+                               'neuromf.train._atomic_write': ('train.html#_atomic_write', 'neuromf/train.py'),
                                'neuromf.train._resume_check': ('train.html#_resume_check', 'neuromf/train.py'),
                                'neuromf.train._train_loop': ('train.html#_train_loop', 'neuromf/train.py'),
                                'neuromf.train.atomic_save': ('train.html#atomic_save', 'neuromf/train.py'),

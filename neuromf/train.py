@@ -47,17 +47,20 @@ def lr_factor(step: int, cfg) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 # %% ../nbs/12_train.ipynb #76d58a35
-def atomic_save(obj, path: Path) -> None:
-    "torch.save to `path` via a temporary file and an atomic rename."
+def _atomic_write(path: Path, write) -> None:
+    "Call `write(tmp)` on a temporary file beside `path`, then rename it over `path` (atomic on one filesystem)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
+    write(tmp)
     os.replace(tmp, path)
 
+def atomic_save(obj, path: Path) -> None:
+    "torch.save to `path` via a temporary file and an atomic rename."
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
 def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text); os.replace(tmp, path)
+    "Write text to `path` via a temporary file and an atomic rename."
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
 
 def checkpoint_path(out_dir: Path, step: int) -> Path: return Path(out_dir) / "checkpoints" / f"step_{step:08d}.pt"
 
