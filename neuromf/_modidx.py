@@ -81,6 +81,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'neuromf.config._bad': ('config.html#_bad', 'neuromf/config.py'),
                                 'neuromf.config._read_yaml': ('config.html#_read_yaml', 'neuromf/config.py'),
                                 'neuromf.config._schema': ('config.html#_schema', 'neuromf/config.py'),
+                                'neuromf.config.check_loss_fits_data': ('config.html#check_loss_fits_data', 'neuromf/config.py'),
                                 'neuromf.config.check_model_fits_data': ('config.html#check_model_fits_data', 'neuromf/config.py'),
                                 'neuromf.config.config_to_dict': ('config.html#config_to_dict', 'neuromf/config.py'),
                                 'neuromf.config.config_to_yaml': ('config.html#config_to_yaml', 'neuromf/config.py'),
