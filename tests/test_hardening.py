@@ -1,0 +1,76 @@
+"""Issue 13 (nothing silent): samplers call user models the way training does, bad channel weights, uniformity
+verdicts on too few samples, and `neuromf-bench` input errors. Each test failed before its fix."""
+import json, math, subprocess, sys
+import pytest, torch
+from torch import nn
+from neuromf.sampling import sample_one_step, sample_multi_step, sample_euler
+
+
+class TrainingStyleModel(nn.Module):
+    "A user's model written for training: it concatenates `(B,)` time tensors to the data (fails on Python floats)."
+    def __init__(self, dim=4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + 2, 16), nn.SiLU(), nn.Linear(16, dim))
+        self.calls = []
+
+    def forward(self, z, r, t):
+        self.calls.append((type(r), type(t), getattr(r, "shape", None), getattr(t, "shape", None),
+                           getattr(t, "dtype", None), getattr(t, "device", None)))
+        return self.net(torch.cat([z, t[:, None], r[:, None]], 1))
+
+
+SAMPLERS = {"one_step": lambda m, e, **kw: sample_one_step(m, e, **kw),
+            "one_step_r_half": lambda m, e, **kw: sample_one_step(m, e, r=0.5, t=1.0, **kw),
+            "multi_step": lambda m, e, **kw: sample_multi_step(m, e, 3, **kw),
+            "euler": lambda m, e, **kw: sample_euler(m, e, 4, **kw)}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_samplers_pass_batch_time_tensors(name, dtype, batch_size):
+    torch.manual_seed(0)
+    model = TrainingStyleModel().to(dtype)
+    e = torch.randn(10, 4, dtype=dtype)
+    x = SAMPLERS[name](model, e, batch_size=batch_size)
+    assert x.shape == e.shape and x.dtype == dtype and torch.isfinite(x).all()
+    chunk = {None: [10], 3: [3, 3, 3, 1]}[batch_size]
+    assert model.calls and all(c[0] is torch.Tensor and c[1] is torch.Tensor for c in model.calls)
+    assert sorted({c[2][0] for c in model.calls}) == sorted(set(chunk))
+    assert all(c[2] == c[3] and c[4] == dtype and c[5] == e.device for c in model.calls)
+
+
+def test_sampler_results_match_a_hand_written_loop():
+    "Same numbers as the formulas of SPEC 5, written out here with explicit (B,) times."
+    torch.manual_seed(1)
+    m, e = TrainingStyleModel(), torch.randn(7, 4)
+    full = lambda v: torch.full((7,), v)
+    with torch.no_grad():
+        one = e - m(e, full(0.0), full(1.0))
+        z = e.clone()
+        for hi, lo in [(1.0, 2 / 3), (2 / 3, 1 / 3), (1 / 3, 0.0)]: z = z - (hi - lo) * m(z, full(lo), full(hi))
+        eu = e.clone()
+        for hi, lo in [(1.0, 0.5), (0.5, 0.0)]: eu = eu - (hi - lo) * m(eu, full(hi), full(hi))
+    torch.testing.assert_close(sample_one_step(m, e), one)
+    torch.testing.assert_close(sample_multi_step(m, e, 3, batch_size=2), z)
+    torch.testing.assert_close(sample_euler(m, e, 2), eu)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_samplers_refuse_non_finite_noise(name, bad):
+    e = torch.randn(6, 4)
+    e[2, 1] = bad
+    with pytest.raises(ValueError, match=r"noise contains 1 non-finite value"):
+        SAMPLERS[name](TrainingStyleModel(), e)
+
+
+def test_samplers_refuse_bad_batch_size_and_wrong_output_shape():
+    e = torch.randn(6, 4)
+    for bs in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size={bs!r}"):
+            sample_one_step(TrainingStyleModel(), e, batch_size=bs)
+    squeeze = lambda z, r, t: z.sum(1, keepdim=True)          # (B, 1): would broadcast silently against (B, 4)
+    for fn in (lambda: sample_one_step(squeeze, e), lambda: sample_multi_step(squeeze, e, 2), lambda: sample_euler(squeeze, e, 2)):
+        with pytest.raises(ValueError, match=r"model output has shape \(6, 1\).*\(6, 4\)"):
+            fn()
