@@ -74,3 +74,40 @@ def test_samplers_refuse_bad_batch_size_and_wrong_output_shape():
     for fn in (lambda: sample_one_step(squeeze, e), lambda: sample_multi_step(squeeze, e, 2), lambda: sample_euler(squeeze, e, 2)):
         with pytest.raises(ValueError, match=r"model output has shape \(6, 1\).*\(6, 4\)"):
             fn()
+
+
+# --- channel weights -------------------------------------------------------------------------------------------
+from neuromf.losses.lp import lp_loss
+from neuromf.losses.meanflow import meanflow_loss, flow_matching_loss
+from neuromf.models.mlp import MeanFlowMLP
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1.0, -0.5, 1.0, 1.0], r"bad at channel\(s\) \[1\]: \[-0.5\]"),
+    ([1.0, 1.0, float("nan"), 1.0], r"bad at channel\(s\) \[2\]: \[nan\]"),
+    (torch.tensor([float("inf"), 1.0, 1.0, -1.0]), r"bad at channel\(s\) \[0, 3\]: \[inf, -1.0\]"),
+    ([1.0, 1.0, 1.0], r"channel_weights=\[1.0, 1.0, 1.0\] has shape \(3,\): need exactly 4 values"),
+    (torch.ones(4, 1), r"has shape \(4, 1\): need exactly 4 values"),
+    ([0.0, 0.0, 0.0, 0.0], "all zero"),
+    ("1,1,1,1", "must be 4 numbers"),
+])
+def test_bad_channel_weights_are_refused_by_every_loss(weights, message):
+    torch.manual_seed(0)
+    pred, target = torch.randn(3, 4, 5), torch.zeros(3, 4, 5)
+    with pytest.raises(ValueError, match=message):
+        lp_loss(pred, target, 2.0, channel_weights=weights)
+    m, x, e = MeanFlowMLP(hidden_dim=8, n_hidden=1), torch.randn(6, 4), torch.randn(6, 4)
+    r, t = torch.zeros(6), torch.full((6,), 0.5)
+    z = 0.5 * x + 0.5 * e
+    for tangent in ("true", "model"):
+        with pytest.raises(ValueError, match=message):
+            meanflow_loss(m, z, r, t, x, e, tangent=tangent, channel_weights=weights)
+    with pytest.raises(ValueError, match=message):
+        flow_matching_loss(m, z, t, x, e, channel_weights=weights)
+
+
+def test_good_channel_weights_still_weigh_each_channel():
+    pred, target = torch.ones(2, 3, 4), torch.zeros(2, 3, 4)
+    w = [0.0, 2, 0.5]                                            # ints, zeros and a list are fine
+    assert lp_loss(pred, target, 1.0, channel_weights=w, reduction="none").tolist() == [4 * 2.5] * 2
+    assert lp_loss(pred.double(), target.double(), 2.0, channel_weights=torch.tensor(w)).dtype == torch.float64
