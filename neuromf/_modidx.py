@@ -289,6 +289,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'neuromf.metrics.torus': { 'neuromf.metrics.torus._check_points': ( 'metrics.torus.html#_check_points',
                                                                                 'neuromf/metrics/torus.py'),
                                        'neuromf.metrics.torus._summary': ('metrics.torus.html#_summary', 'neuromf/metrics/torus.py'),
+                                       'neuromf.metrics.torus.check_uniformity_n': ( 'metrics.torus.html#check_uniformity_n',
+                                                                                     'neuromf/metrics/torus.py'),
                                        'neuromf.metrics.torus.exact_one_step_map': ( 'metrics.torus.html#exact_one_step_map',
                                                                                      'neuromf/metrics/torus.py'),
                                        'neuromf.metrics.torus.joint_uniformity': ( 'metrics.torus.html#joint_uniformity',

@@ -111,3 +111,37 @@ def test_good_channel_weights_still_weigh_each_channel():
     w = [0.0, 2, 0.5]                                            # ints, zeros and a list are fine
     assert lp_loss(pred, target, 1.0, channel_weights=w, reduction="none").tolist() == [4 * 2.5] * 2
     assert lp_loss(pred.double(), target.double(), 2.0, channel_weights=torch.tensor(w)).dtype == torch.float64
+
+
+# --- uniformity verdicts on too few samples --------------------------------------------------------------------
+from neuromf.metrics.torus import (MIN_UNIFORMITY_N, torus_metrics, ks_uniform_angles, joint_uniformity,
+                                   exact_one_step_map)
+
+
+def test_uniformity_verdict_on_too_few_samples_is_refused():
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(MIN_UNIFORMITY_N, 4, generator=g, dtype=torch.float64)
+    x = exact_one_step_map(e)
+    for n in (1, 2, MIN_UNIFORMITY_N - 1):
+        with pytest.raises(ValueError, match=f"n={n} sample\\(s\\) refused: a uniformity verdict needs n >= {MIN_UNIFORMITY_N}"):
+            torus_metrics(x[:n], noise_points=e[:n])
+        with pytest.raises(ValueError, match=f"KS test of an angle on n={n} "):
+            ks_uniform_angles(torch.atan2(x[:n, 1], x[:n, 0]))
+        with pytest.raises(ValueError, match=f"joint uniformity test on n={n} "):
+            joint_uniformity(torch.zeros(n, 2))
+    with pytest.raises(ValueError, match="ks_n=10.*n=10 sample"):
+        torus_metrics(x, ks_n=10)
+    with pytest.raises(ValueError, match="needs n >= 256"):       # a 16 x 16 grid: at least one sample per cell
+        joint_uniformity(torch.zeros(200, 2), bins=16)
+    m = torus_metrics(x, noise_points=e)                             # exactly the minimum: a verdict
+    assert m["ks_n"] == MIN_UNIFORMITY_N and 0 < m["ks_p_theta1"] <= 1 and 0 <= m["joint_p"] <= 1
+
+
+def test_distance_and_coupling_metrics_still_work_on_one_sample():
+    e = torch.tensor([[3.0, 4.0, 0.0, -2.0]], dtype=torch.float64)
+    one = torus_metrics(0.5 * exact_one_step_map(e), noise_points=e, uniformity=False)
+    assert one["n_samples"] == 1 and not any(k.startswith(("ks_", "joint")) for k in one)
+    assert one["distance_mean"] == pytest.approx(0.5)                # both pair norms 0.5/sqrt2 short: hypot(a, a) with a = 0.5/sqrt2
+    assert one["coupling_error_mean"] == pytest.approx(0.5) and one["angle_error_theta1_mean"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="no samples"):
+        torus_metrics(torch.zeros(0, 4), uniformity=False)
