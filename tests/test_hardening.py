@@ -145,3 +145,57 @@ def test_distance_and_coupling_metrics_still_work_on_one_sample():
     assert one["coupling_error_mean"] == pytest.approx(0.5) and one["angle_error_theta1_mean"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="no samples"):
         torus_metrics(torch.zeros(0, 4), uniformity=False)
+
+
+# --- neuromf-bench input errors and its results file -----------------------------------------------------------
+import neuromf.bench as bench
+
+OLD = '{"command": "neuromf-bench --suite full", "cases": [1, 2, 3]}'
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "typo"], "--only 'typo' matches no benchmark family of suite 'tiny'; valid names (or parts of them): mlp_tiny"),
+    (["--rounds", "0"], "--rounds=0 must be an int >= 1"),
+    (["--rounds", "-2"], "--rounds=-2 must be an int >= 1"),
+    (["--warmup", "-1"], "--warmup=-1 must be an int >= 0"),
+    (["--threads", "0"], "--threads=0 must be an int >= 1"),
+    (["--rounds", "two"], "argument --rounds: invalid int value: 'two'"),
+    ([], "already exists (neuromf-bench --suite full, "),
+])
+def test_bench_refuses_bad_arguments_in_one_line_and_keeps_the_results_file(tmp_path, capsys, argv, message):
+    out = tmp_path / "cpu.json"
+    out.write_text(OLD)
+    code = bench.main(["--suite", "tiny", "--no-memory", "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("neuromf-bench: error: ") and message in err, err
+    assert out.read_text() == OLD and sorted(p.name for p in tmp_path.iterdir()) == ["cpu.json"]
+
+
+def test_bench_api_refuses_the_same(tmp_path):
+    with pytest.raises(ValueError, match="--only 'typo' matches no"):
+        bench.run_benchmark("tiny", only="typo", memory=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="--rounds=0"):
+        bench.run_benchmark("tiny", rounds=0, memory=False, log=lambda s: None)
+
+
+def test_bench_force_replaces_and_a_file_that_appears_during_the_run_is_kept(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cpu.json"
+    out.write_text(OLD)
+    assert bench.main(["--suite", "tiny", "--no-memory", "--rounds", "1", "--warmup", "0", "--out", str(out), "--force"]) == 0
+    assert json.loads(out.read_text())["command"].endswith("--force") and "results: " + str(out) in capsys.readouterr().out
+    fresh = tmp_path / "gpu.json"
+    real = bench.run_benchmark
+    def racing(*a, **kw):                                   # another run writes the same file while this one runs
+        res = real(*a, **kw); fresh.write_text(OLD); return res
+    monkeypatch.setattr(bench, "run_benchmark", racing)
+    assert bench.main(["--suite", "tiny", "--no-memory", "--rounds", "1", "--warmup", "0", "--out", str(fresh)]) == 0
+    assert fresh.read_text() == OLD
+    beside = [p for p in tmp_path.iterdir() if p.name.startswith("gpu.") and p != fresh]
+    assert len(beside) == 1 and json.loads(beside[0].read_text())["cases"]
+    assert f"results: {beside[0]} ({fresh} appeared during the run and was kept)" in capsys.readouterr().out
+
+
+def test_bench_command_line_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "neuromf.bench", "--suite", "tiny", "--only", "nothing", "--out", str(tmp_path / "x.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "valid names" in r.stderr and not (tmp_path / "x.json").exists()
