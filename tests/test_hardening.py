@@ -199,3 +199,13 @@ def test_bench_command_line_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "neuromf.bench", "--suite", "tiny", "--only", "nothing", "--out", str(tmp_path / "x.json")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "valid names" in r.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_uniformity_tests_refuse_non_finite_angles():
+    "Before: KS returned (nan, nan) and the joint test joint_p = 1.0 (a pass) for angles with one NaN."
+    a = (torch.rand(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1) * math.pi
+    a[7, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite"):
+        joint_uniformity(a)
+    with pytest.raises(ValueError, match="1 non-finite"):
+        ks_uniform_angles(a[:, 0])

@@ -63,6 +63,7 @@ def ks_uniform_angles(angles: torch.Tensor, # `(N,)` angles in [-pi, pi]
     "`(statistic, p)` of KS against Uniform(-pi, pi)."
     a = angles.detach().double().cpu().reshape(-1).numpy()
     check_uniformity_n(len(a), min_n, "the KS test of an angle")
+    if not np.isfinite(a).all(): raise ValueError(f"angles contain {int((~np.isfinite(a)).sum())} non-finite value(s) (NaN/Inf)")
     r = stats.kstest(a, stats.uniform(loc=-math.pi, scale=2 * math.pi).cdf)
     return float(r.statistic), float(r.pvalue)
 
@@ -74,6 +75,7 @@ def joint_uniformity(angles: torch.Tensor, # `(N, 2)` angle pairs in [-pi, pi]
     a = angles.detach().double().cpu()
     if a.ndim != 2 or a.shape[1] != 2: raise ValueError(f"angles must have shape (N, 2), got {tuple(a.shape)}")
     check_uniformity_n(a.shape[0], max(MIN_UNIFORMITY_N, bins * bins) if min_n is None else min_n, "the joint uniformity test")
+    if not torch.isfinite(a).all(): raise ValueError(f"angles contain {int((~torch.isfinite(a)).sum())} non-finite value(s) (NaN/Inf)")
     idx = ((a + math.pi) / (2 * math.pi) * bins).long().clamp(0, bins - 1)
     counts = torch.bincount(idx[:, 0] * bins + idx[:, 1], minlength=bins * bins).numpy()
     chi = stats.chisquare(counts)
