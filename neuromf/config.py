@@ -15,6 +15,7 @@ from .data.toroid import ToroidConfig
 from .jvp import JVP_STRATEGIES
 from .losses.meanflow import TANGENTS
 from .models.prediction import PREDICTION_TYPES
+from .metrics.torus import MIN_UNIFORMITY_N
 
 # %% auto #0
 __all__ = ['DATA_SOURCES', 'UNET_PRESETS', 'MODEL_ARCHS', 'TIME_SAMPLERS', 'LR_SCHEDULES', 'DEVICES', 'PRECISIONS', 'DataConfig',
@@ -198,7 +199,8 @@ class EvalConfig:
     seed: int = 1234
     batch_size: int = 10_000
     def __post_init__(self):
-        if self.n_samples < 1: _bad("eval", "n_samples", self.n_samples, "must be >= 1")
+        if self.n_samples < MIN_UNIFORMITY_N:
+            _bad("eval", "n_samples", self.n_samples, f"must be >= {MIN_UNIFORMITY_N}: the angle uniformity tests refuse fewer samples")
         if not self.sample_steps or any((not isinstance(s, int)) or s < 1 for s in self.sample_steps):
             _bad("eval", "sample_steps", list(self.sample_steps), "must be a non-empty list of ints >= 1")
         if self.batch_size < 1: _bad("eval", "batch_size", self.batch_size, "must be >= 1")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import contextlib, copy, json, math, os, sys, time, warnings
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
@@ -24,9 +25,9 @@ from .distributed import (DistContext, init_distributed, first_error, gather_obj
 from .trainlog import WindowStats, TrainLogger, peak_memory_mb
 
 # %% auto #0
-__all__ = ['RESUMABLE_KEYS', 'build_model', 'sample_times', 'lr_factor', 'make_dataset', 'StreamBatchSampler', 'step_batches',
-           'MeanFlowObjective', 'NonFiniteLossError', 'TrainState', 'check_resume', 'RunWriter', 'train_step',
-           'TrainResult', 'train', 'RunFolder', 'load_run']
+__all__ = ['RESUMABLE_KEYS', 'build_model', 'sample_times', 'lr_factor', 'make_dataset', 'MicroBatch', 'StreamBatchSampler',
+           'step_batches', 'MeanFlowObjective', 'NonFiniteLossError', 'TrainState', 'check_resume', 'RunWriter',
+           'train_step', 'TrainResult', 'train', 'RunFolder', 'load_run']
 
 # %% ../nbs/12_train.ipynb #68e35038
 def build_model(cfg: ExperimentConfig, # the run's config (`data.sample_shape` must be known)
@@ -75,6 +76,20 @@ def make_dataset(cfg: ExperimentConfig, # the run's config
     check_model_fits_data(cfg.model, cfg.data); check_loss_fits_data(cfg.loss, cfg.data)
     return dataset, cfg
 
+# %% ../nbs/12_train.ipynb #3b9dcbd0
+class MicroBatch(NamedTuple):
+    "One micro-batch on the training device: data, noise, times, and how many rows have r != t (counted on the host)."
+    x: torch.Tensor
+    e: torch.Tensor
+    t: torch.Tensor
+    r: torch.Tensor
+    active: int
+
+def _to(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    "`x` as float32 on `dev` (pinned first for an asynchronous copy to a GPU)."
+    if dev.type == "cuda" and not x.is_pinned(): x = x.pin_memory()
+    return x.to(dev, torch.float32, non_blocking=True)
+
 # %% ../nbs/12_train.ipynb #984c082b
 class StreamBatchSampler:
     "Index lists for a `DataLoader`: this rank's micro-batches of steps `start`..`end - 1`, in training order."
@@ -94,21 +109,20 @@ def step_batches(dataset, # `len()` and `batch(indices)` (in memory) or any map-
                  start: int, # first step (0-based)
                  end: int, # one past the last step
                 ):
-    "For each step from `start` to `end`: this rank's micro-batches `[(x, e, t, r), ...]` on its device."
+    "For each step from `start` to `end`: this rank's micro-batches `[MicroBatch(x, e, t, r, active), ...]` on its device."
     dev, shape, loader = ctx.device, tuple(cfg.data.sample_shape), None
     if cfg.data.source == "latents":
         loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=StreamBatchSampler(stream, ctx.rank, start, end),
                                                   num_workers=cfg.data.num_workers, pin_memory=dev.type == "cuda"))
     for step in range(start, end):
-        g = stream.generator(step, dev)
-        e = torch.randn((stream.global_batch, *shape), generator=g, device=dev)
-        t, r = sample_times(cfg.time, stream.global_batch, g, dev)
+        e = torch.randn((stream.global_batch, *shape), generator=stream.generator(step, dev), device=dev)
+        t, r = sample_times(cfg.time, stream.global_batch, stream.generator(step, "cpu", "times"))   # on the host: free to count
         idx = stream.indices(step) if loader is None else None
         micro = []
         for a in range(stream.accumulate):
             rows = stream.chunk(ctx.rank, a)
             x = next(loader) if loader is not None else dataset.batch(idx[rows])
-            micro.append((x.to(dev, torch.float32, non_blocking=True), e[rows], t[rows], r[rows]))
+            micro.append(MicroBatch(_to(x, dev), e[rows], _to(t[rows], dev), _to(r[rows], dev), int((t[rows] != r[rows]).sum())))
         yield micro
 
 # %% ../nbs/12_train.ipynb #e6040d3c
@@ -122,9 +136,9 @@ class MeanFlowObjective(torch.nn.Module):
                        strategy=loss_cfg.strategy, c=loss_cfg.c, gamma=loss_cfg.gamma, fd_step=loss_cfg.fd_step,
                        channel_weights=None if w is None else torch.tensor(w, dtype=torch.float32, device=device))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, t: torch.Tensor, r: torch.Tensor):
+    def forward(self, x: torch.Tensor, e: torch.Tensor, t: torch.Tensor, r: torch.Tensor, active: int | None = None):
         tv = time_view(t, x)
-        return meanflow_loss(self.model, (1 - tv) * x + tv * e, r, t, x, e, validate=False, **self.kw)
+        return meanflow_loss(self.model, (1 - tv) * x + tv * e, r, t, x, e, validate=False, active_rows=active, **self.kw)
 
 # %% ../nbs/12_train.ipynb #5f57c42a
 class NonFiniteLossError(RuntimeError):
@@ -280,18 +294,18 @@ RunWriter.start, RunWriter.save, RunWriter.finish, RunWriter.close = _start, _sa
 # %% ../nbs/12_train.ipynb #a505e641
 def train_step(state: TrainState, # model, optimiser, EMA, log window
                objective: torch.nn.Module, # `MeanFlowObjective` (possibly inside DDP)
-               micro: list, # this rank's micro-batches `[(x, e, t, r), ...]`
+               micro: list, # this rank's micro-batches `[MicroBatch, ...]`
                tc, # the TrainingConfig
               ) -> None:
     "One optimiser step over this rank's micro-batches."
     dev = micro[0][0].device.type
-    for k, (x, e, t, r) in enumerate(micro):
+    for k, mb in enumerate(micro):
         sync = k == len(micro) - 1 or not hasattr(objective, "no_sync")
         with (contextlib.nullcontext() if sync else objective.no_sync()):
             with torch.autocast(dev, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-                res = objective(x, e, t, r)
+                res = objective(*mb)
             (res.loss / len(micro)).backward()
-        state.stats.add_micro(res, r, t)
+        state.stats.add_micro(res, mb.r, mb.t)
     state.update(tc.grad_clip)
 
 # %% ../nbs/12_train.ipynb #2dd24b38
@@ -422,9 +436,8 @@ def _warn_if_large(model: torch.nn.Module, device: torch.device, cpu_params: flo
                       f"{n * 20 / 2**30:.1f} GiB before activations, and a step takes tens of seconds; use a GPU (training.device=cuda)")
 
 def _check_model(model, dataset, cfg, ctx) -> None:
-    "`neuromf.check_model` on two samples, when it is available."
-    try: from neuromf.check_model import check_model
-    except ImportError: return
+    "`neuromf.check_model` on two samples: the model takes `(B,)` times, depends on r, and its default JVP is right."
+    from neuromf.model_check import check_model
     x = dataset.batch(torch.arange(min(2, len(dataset)))) if hasattr(dataset, "batch") else torch.stack([dataset[0]])
     first_error(ctx, lambda: check_model(model, x.to(ctx.device, torch.float32)))
 

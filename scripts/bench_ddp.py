@@ -38,8 +38,7 @@ def worker(args):
     for micro in step_batches(dataset, cfg, stream, ctx, 0, args.steps):
         t0 = time.perf_counter()
         if args.route == "manual":
-            x, e, t, r = micro[0]
-            objective(x, e, t, r).loss.backward()
+            objective(*micro[0]).loss.backward()
             for p in params:                              # the official port: one collective per tensor, after backward
                 if p.grad is not None: dist.all_reduce(p.grad); p.grad.div_(W)
             state.update(cfg.training.grad_clip)

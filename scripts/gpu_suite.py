@@ -24,7 +24,7 @@ def time_case(shape, batch, loss, strategy, precision, dev, reps, warmup, preset
     "Median seconds per call and peak memory of one case (forward, or a full training step)."
     import torch
     from neuromf.config import load_config
-    from neuromf.train import build_model, MeanFlowObjective, TrainState, train_step
+    from neuromf.train import build_model, MeanFlowObjective, TrainState, train_step, MicroBatch
     over = ["model.arch=maisi_unet", f"model.unet.preset={preset}", "data.source=latents", "data.latents_dir=unused",
             f"data.latent_shape=[{','.join(map(str, shape))}]", f"training.precision={precision}", f"loss.strategy={strategy}",
             f"loss.tangent={'model' if loss == 'imf' else 'true'}", "training.steps=10", "training.warmup_steps=1",
@@ -40,7 +40,7 @@ def time_case(shape, batch, loss, strategy, precision, dev, reps, warmup, preset
     def step():
         if loss == "forward":
             with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"): state.model(x, r, t)
-        else: train_step(state, obj, [(x, e, t, r)], cfg.training)
+        else: train_step(state, obj, [MicroBatch(x, e, t, r, int((t != r).sum()))], cfg.training)
     for _ in range(warmup): step()
     _sync(dev)
     if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)

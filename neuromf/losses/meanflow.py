@@ -46,10 +46,10 @@ def _merge_rows(first: torch.Tensor, second: torch.Tensor, order: torch.Tensor) 
     "Rows `cat([first, second])` put back in batch order (`order` lists their original indices); differentiable."
     return torch.cat([first, second]).index_select(0, torch.argsort(order))
 
-def _u_and_dudt(model, z_t, r, t, v_tan, strategy, fd_step, u_at_t=None):
+def _u_and_dudt(model, z_t, r, t, v_tan, strategy, fd_step, u_at_t=None, n_active=None):
     "`(u, dudt)` with the JVP evaluated only where `r != t` (dudt is 0 elsewhere, where it is multiplied by t - r = 0)."
     active = t != r
-    n = int(active.sum())
+    n = int(active.sum()) if n_active is None else n_active     # a caller that knows the count spares a device sync
     if n == len(t) or (0 < n and not _rows_independent(model)):
         return compute_meanflow_jvp(model, z_t, r, t, v_tan, strategy, fd_step)
     if n == 0:
@@ -65,8 +65,8 @@ def _u_and_dudt(model, z_t, r, t, v_tan, strategy, fd_step, u_at_t=None):
 def meanflow_loss(model, z_t: torch.Tensor, r, t, x_0: torch.Tensor, eps: torch.Tensor, p: float = 2.0,
                   adaptive: bool = True, tangent: str = "true", lambda_mf: float = 1.0, strategy: str = "exact",
                   c: float = 0.01, gamma: float = 1.0, channel_weights: torch.Tensor | None = None,
-                  fd_step: float = 1e-3, validate: bool = True) -> MeanFlowLossResult:
-    "MF (`tangent='true'`) or iMF (`tangent='model'`) loss of `model(z, r, t) -> u` on one batch."
+                  fd_step: float = 1e-3, validate: bool = True, active_rows: int | None = None) -> MeanFlowLossResult:
+    "MF (`tangent='true'`) or iMF (`tangent='model'`) loss of `model(z, r, t) -> u` on one batch (`active_rows`: rows with r != t, if known)."
     _check_loss_args(p, c, gamma, lambda_mf, tangent)
     check_same_shape(z_t=z_t, x_0=x_0, eps=eps)
     B = z_t.shape[0]
@@ -75,18 +75,19 @@ def meanflow_loss(model, z_t: torch.Tensor, r, t, x_0: torch.Tensor, eps: torch.
         check_times(r, t)
         for name, x in (("z_t", z_t), ("x_0", x_0), ("eps", eps)): check_finite(name, x)
     v = eps - x_0
-    err = lambda a, b: lp_loss(a, b, p, channel_weights, reduction="none")
+    wide = lambda a: a.float() if a.dtype in (torch.float16, torch.bfloat16) else a      # the loss in fp32 under autocast
+    err = lambda a, b: lp_loss(wide(a), wide(b), p, channel_weights, reduction="none")
     weigh = (lambda e: adaptive_weight(e, c, gamma) * e) if adaptive else (lambda e: e)
     dt = time_view(t - r, z_t)
     if tangent == "true":
-        u, dudt = _u_and_dudt(model, z_t, r, t, v, strategy, fd_step)
+        u, dudt = _u_and_dudt(model, z_t, r, t, v, strategy, fd_step, n_active=active_rows)
         target = (v - dt * dudt).detach()
-        e_mf = err(u, target.to(u.dtype))
+        e_mf = err(u, target)
         return MeanFlowLossResult(weigh(e_mf).mean(), e_mf.detach(), None)
     v_tilde = model(z_t, t, t)
-    u, dudt = _u_and_dudt(model, z_t, r, t, v_tilde.detach(), strategy, fd_step, u_at_t=v_tilde)
+    u, dudt = _u_and_dudt(model, z_t, r, t, v_tilde.detach(), strategy, fd_step, u_at_t=v_tilde, n_active=active_rows)
     compound = u + dt * dudt.detach()
-    e_fm, e_mf = err(v_tilde, v.to(v_tilde.dtype)), err(compound, v.to(compound.dtype))
+    e_fm, e_mf = err(v_tilde, v), err(compound, v)
     loss = (weigh(e_fm) + lambda_mf * weigh(e_mf)).mean()
     return MeanFlowLossResult(loss, e_mf.detach(), e_fm.detach())
 
