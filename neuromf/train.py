@@ -76,7 +76,7 @@ def make_dataset(cfg: ExperimentConfig, # the run's config
     check_model_fits_data(cfg.model, cfg.data); check_loss_fits_data(cfg.loss, cfg.data)
     return dataset, cfg
 
-# %% ../nbs/12_train.ipynb #3b9dcbd0
+# %% ../nbs/12_train.ipynb #ba0ef95c
 class MicroBatch(NamedTuple):
     "One micro-batch on the training device: data, noise, times, and how many rows have r != t (counted on the host)."
     x: torch.Tensor
@@ -437,9 +437,13 @@ def _warn_if_large(model: torch.nn.Module, device: torch.device, cpu_params: flo
 
 def _check_model(model, dataset, cfg, ctx) -> None:
     "`neuromf.check_model` on two samples: the model takes `(B,)` times, depends on r, and its default JVP is right."
-    from neuromf.model_check import check_model
+    from neuromf.model_check import check_model, ModelCheckError
     x = dataset.batch(torch.arange(min(2, len(dataset)))) if hasattr(dataset, "batch") else torch.stack([dataset[0]])
-    first_error(ctx, lambda: check_model(model, x.to(ctx.device, torch.float32)))
+    def run():
+        if not torch.isfinite(x).all(): raise ValueError("the first training samples contain NaN/Inf: check the data (or the latent files)")
+        try: check_model(model, x.to(ctx.device, torch.float32), jvp=cfg.loss.strategy == "exact")
+        except ModelCheckError as e: raise ModelCheckError(f"model check before training (training.check_model=false skips it): {e}") from None
+    first_error(ctx, run)
 
 # %% ../nbs/12_train.ipynb #60583d07
 class RunFolder:

@@ -294,14 +294,25 @@ def _(env):
 
 
 # ------------------------------------------------------------------------------------------------ training faults
-@case("training", "non-finite loss", "train on torus data poisoned with NaN")
+@case("training", "NaN in the training data", "train on torus data poisoned with NaN")
 def _(env):
     from neuromf.config import load_config
     from neuromf.data.toroid import ToroidDataset
     from neuromf.train import train
     cfg = load_config(overrides=[o for o in TINY if "=" in o] + ["training.steps=10", "training.checkpoint_every=5"])
     ds = ToroidDataset(cfg.data); ds._data[:] = float("nan")
-    return classify_api(lambda: train(cfg, env.tmp / "nan", progress=False, dataset=ds), "non-finite loss or gradient at step 1")
+    return classify_api(lambda: train(cfg, env.tmp / "nan", progress=False, dataset=ds), "training samples contain NaN")
+
+
+@case("training", "non-finite loss mid-run", "resume a run on data poisoned with NaN, model check off")
+def _(env):
+    from neuromf.config import load_config
+    from neuromf.data.toroid import ToroidDataset
+    from neuromf.train import train
+    run = env.tmp / "nan_mid"; shutil.copytree(env.run, run)
+    cfg = load_config(overrides=[o for o in TINY if "=" in o] + ["training.steps=30", "training.checkpoint_every=5", "training.check_model=false"])
+    ds = ToroidDataset(cfg.data); ds._data[:] = float("nan")
+    return classify_api(lambda: train(cfg, run, resume=True, progress=False, dataset=ds), "non-finite loss or gradient at step 21; no update applied from that step on; last good checkpoint")
 
 
 @case("training", "latent folder missing", "data.latents_dir=/no/latents")
@@ -362,6 +373,94 @@ def _(env):
     from neuromf.config import load_config
     from neuromf.evaluate import check_eval_memory
     return classify_api(lambda: check_eval_memory(load_config(overrides=["data.ambient_dim=1024", "eval.n_samples=10000000"]), 2), "lower eval.n_samples")
+
+
+# ------------------------------------------------------------------------------------------------ the library's API
+class _CatModel:
+    "A user model written for training: concatenates z with (B,) time columns."
+    def __init__(self):
+        import torch
+        self.lin = torch.nn.Linear(6, 4)
+    def __call__(self, z, r, t):
+        import torch
+        return self.lin(torch.cat([z, t[:, None], r[:, None]], 1))
+
+def _sampler_case(name, call):
+    @case("API", f"{name} on a user model with (B,) times", f"{name}(model using t[:, None], noise)")
+    def _(env):
+        import torch
+        with torch.no_grad(): x = call(_CatModel(), torch.randn(6, 4))
+        return ("handled", f"works: samples {tuple(x.shape)}") if x.shape == (6, 4) else ("unclear", str(x.shape))
+
+for _n in ("sample_one_step", "sample_multi_step", "sample_euler"):
+    _sampler_case(_n, lambda m, e, n=_n: getattr(__import__("neuromf.sampling", fromlist=[n]), n)(m, e, *(() if n == "sample_one_step" else (2,))))
+
+def _api_case(name, how, fn, needle):
+    case("API", name, how)(lambda env: classify_api(fn, needle))
+
+def _nan_noise():
+    import torch
+    e = torch.randn(6, 4); e[1, 2] = float("nan"); return e
+_api_case("sampling from NaN noise", "sample_one_step(MeanFlowMLP(), noise with a NaN)",
+          lambda: __import__("neuromf").sample_one_step(__import__("neuromf").MeanFlowMLP(), _nan_noise()), "non-finite")
+_api_case("sampler batch_size 0", "sample_one_step(model, e, batch_size=0)",
+          lambda: __import__("neuromf").sample_one_step(__import__("neuromf").MeanFlowMLP(), __import__("torch").randn(6, 4), batch_size=0), "batch_size=0")
+_api_case("model output of the wrong shape at sampling", "sample_one_step(lambda z, r, t: z.sum(1, keepdim=True), e)",
+          lambda: __import__("neuromf").sample_one_step(lambda z, r, t: z.sum(1, keepdim=True), __import__("torch").randn(6, 4)), "must be z's shape")
+
+def _lp(w):
+    import torch
+    from neuromf.losses.lp import lp_loss
+    return lambda: lp_loss(torch.randn(2, 4, 3), torch.randn(2, 4, 3), 2.0, channel_weights=w)
+_api_case("negative channel weight (API)", "lp_loss(..., channel_weights=[1, -1, 1, 1])", _lp([1, -1, 1, 1]), "bad at channel(s) [1]")
+_api_case("NaN channel weight (API)", "lp_loss(..., channel_weights=[1, nan, 1, 1])", _lp([1, float("nan"), 1, 1]), "bad at channel(s) [1]")
+_api_case("all-zero channel weights", "lp_loss(..., channel_weights=[0, 0, 0, 0])", _lp([0, 0, 0, 0]), "all zero")
+_api_case("channel weights as a string", "lp_loss(..., channel_weights='1,1,1,1')", _lp("1,1,1,1"), "channel_weights='1,1,1,1'")
+
+def _pts(n):
+    import torch
+    from neuromf.data.toroid import torus_point
+    return torus_point(torch.rand(n, 2, dtype=torch.float64) * 6.28 - 3.14)
+_api_case("uniformity verdict on one sample", "torus_metrics(one point)", lambda: __import__("neuromf").torus_metrics(_pts(1)), "needs n >= 100")
+_api_case("joint test on 5 samples", "joint_uniformity(5 angle pairs)",
+          lambda: __import__("neuromf.metrics.torus", fromlist=["x"]).joint_uniformity(__import__("torch").rand(5, 2)), "needs n >= ")
+_api_case("NaN angle in the KS test", "ks_uniform_angles(angles with a NaN)",
+          lambda: __import__("neuromf.metrics.torus", fromlist=["x"]).ks_uniform_angles(__import__("torch").tensor([0.1] * 150 + [float("nan")])), "non-finite")
+_api_case("angular KS dashboard on 50 samples", "AngularKSDashboard.from_samples(50 points)",
+          lambda: __import__("neuromf.dashboards", fromlist=["x"]).AngularKSDashboard.from_samples(_pts(50)), "needs n >= 100")
+
+class _NoR:
+    def __init__(self):
+        import torch; self.net = __import__("neuromf").MeanFlowMLP(hidden_dim=16, n_hidden=1)
+    def __call__(self, z, r, t): return self.net(z, t, t)
+_api_case("check_model: a model that ignores r", "neuromf.check_model(model ignoring r, batch)",
+          lambda: __import__("neuromf").check_model(_NoR(), __import__("torch").randn(4, 4)), "does not depend on r")
+_api_case("check_model: output of the wrong shape", "neuromf.check_model(lambda z, r, t: z[:, :3], batch)",
+          lambda: __import__("neuromf").check_model(lambda z, r, t: z[:, :3] * t[:, None], __import__("torch").randn(4, 4)), "must be z's shape")
+_api_case("check_model: float-only times", "check_model(model calling float(t))",
+          lambda: __import__("neuromf").check_model(lambda z, r, t: z * float(t) + float(r), __import__("torch").randn(4, 4)), "(B,) tensors")
+
+
+# ------------------------------------------------------------------------------------------------------- benchmark
+def bench_cli(argv): from neuromf.bench import main; return run_main(main, argv)
+
+def _bench_case(name, how, argv_fn, needle):
+    case("benchmark", name, how)(lambda env: classify_cli(*[bench_cli(argv_fn(env))[i] for i in (0, 2)], needle))
+
+_bench_case("--only that matches nothing", "neuromf-bench --suite tiny --only typo", lambda e: ["--suite", "tiny", "--only", "typo", "--no-memory", "--out", e.out("b.json")], "matches no benchmark")
+_bench_case("--rounds 0", "neuromf-bench --rounds 0", lambda e: ["--suite", "tiny", "--rounds", "0", "--no-memory", "--out", e.out("b.json")], "--rounds=0")
+_bench_case("--rounds -3", "neuromf-bench --rounds -3", lambda e: ["--suite", "tiny", "--rounds", "-3", "--no-memory", "--out", e.out("b.json")], "--rounds=-3")
+_bench_case("--warmup -1", "neuromf-bench --warmup -1", lambda e: ["--suite", "tiny", "--warmup", "-1", "--no-memory", "--out", e.out("b.json")], "--warmup=-1")
+_bench_case("--threads 0", "neuromf-bench --threads 0", lambda e: ["--suite", "tiny", "--threads", "0", "--no-memory", "--out", e.out("b.json")], "--threads=0")
+_bench_case("--out is a folder", "neuromf-bench --out <folder>", lambda e: ["--suite", "tiny", "--no-memory", "--out", str(e.tmp)], "is a directory")
+_bench_case("--rounds abc", "neuromf-bench --rounds abc", lambda e: ["--rounds", "abc"], "invalid int value")
+
+
+@case("benchmark", "existing results file", "neuromf-bench ... --out <existing results>")
+def _(env):
+    f = env.tmp / "old.json"; f.write_text('{"old": true}')
+    res = classify_cli(*[bench_cli(["--suite", "tiny", "--no-memory", "--out", str(f)])[i] for i in (0, 2)], "already exists")
+    return res if f.read_text() == '{"old": true}' else ("lost", "results file replaced")
 
 
 def main():
