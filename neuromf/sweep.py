@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from .config import ExperimentConfig, load_config, config_to_dict
-from .data.toroid import ToroidDataset, TorusEmbedding, torus_point
-from .evaluate import evaluate_models, evaluation_noise
-from .metrics.torus import torus_distance, nearest_torus_point
+from .cli import CLIError, add_debug_flag, run_cli
+from .data.toroid import ToroidConfig, ToroidDataset, TorusEmbedding
+from .evaluate import evaluate_models
+from .metrics.torus import torus_distance
 from .models.prediction import PREDICTION_TYPES
 from .train import train, list_checkpoints, atomic_save, atomic_write_text
 
@@ -23,13 +24,17 @@ __all__ = ['LOSSES', 'DEFAULT_DIMS', 'GRID_KEYS', 'HEADLINE', 'COLORS', 'ROWS', 
            'base_overrides', 'cell_config', 'sweep_settings', 'sweep_dataset', 'measure_speed', 'plan_steps',
            'evaluate_cell', 'plan_cell', 'run_cell', 'check_settings', 'sweep_lock', 'collect_results', 'by_variant',
            'pivot_table', 'cells_table', 'sweep_figure', 'sweep_png', 'machine_info', 'write_report', 'run_sweep',
-           'parse_args', 'cli_error', 'main']
+           'parse_args', 'main']
 
 # %% ../nbs/27_sweep.ipynb #b073a9c1
 LOSSES = {"mf": "true", "imf": "model"}   # loss name -> loss.tangent
 DEFAULT_DIMS = (4, 16, 64, 256, 1024)
 
-def check_grid(dims, preds, losses, seeds) -> tuple[tuple, tuple, tuple, tuple]:
+def check_grid(dims, # ambient dimensions D, integers >= 4
+               preds, # prediction types: "u", "x"
+               losses, # loss names: "mf", "imf" (any case)
+               seeds, # training seeds, integers >= 0
+              ) -> tuple[tuple, tuple, tuple, tuple]:
     "The grid axes validated and de-duplicated (order kept); a bad or missing value raises a `ValueError` naming it."
     axes = [list(dict.fromkeys(a)) for a in (dims, preds, [str(l).lower() for l in losses], seeds)]
     for name, axis in zip(("dims", "pred", "loss", "seeds"), axes):
@@ -62,7 +67,7 @@ class Cell:
     def speed_key(self) -> str: return f"D{self.dim}_{self.pred}_{self.loss}"   # speed does not depend on the seed
 
     def overrides(self) -> list[str]:
-        "The config keys this cell sets."
+        "The config keys this cell sets, as dotted overrides."
         return [f"data.ambient_dim={self.dim}", f"model.prediction_type={self.pred}", f"loss.tangent={LOSSES[self.loss]}",
                 f"training.seed={self.seed}"]
 
@@ -95,10 +100,11 @@ class SweepSpec:
                 raise ValueError(f"override {o!r} sets a key the sweep controls ({', '.join(GRID_KEYS)}); use the sweep's options instead")
 
     def cells(self) -> list[Cell]:
+        "Every cell of the grid, seed by seed, D by D."
         return [Cell(d, p, l, s) for s in self.seeds for d in self.dims for p in self.preds for l in self.losses]
 
-# %% ../nbs/27_sweep.ipynb #1d909414
-def _check_numbers(spec) -> None:
+# %% ../nbs/27_sweep.ipynb #7be912d5
+def _check_numbers(spec: SweepSpec) -> None:
     "Raise a `ValueError` naming the first bad number of a `SweepSpec`."
     if spec.steps is None:
         if not (isinstance(spec.budget_s, (int, float)) and math.isfinite(spec.budget_s) and spec.budget_s > 0):
@@ -112,23 +118,30 @@ def _check_numbers(spec) -> None:
         raise ValueError(f"sample_steps={spec.sample_steps!r}: must be a non-empty list of integers >= 1")
 
 # %% ../nbs/27_sweep.ipynb #34db3b58
-def base_overrides(spec: SweepSpec) -> list[str]:
+def base_overrides(spec: SweepSpec, # the sweep
+                  ) -> list[str]:
     "Overrides every cell shares: the user's, then the evaluation's."
     return [*spec.overrides, f"eval.n_samples={spec.eval_samples}", f"eval.sample_steps=[{','.join(map(str, spec.sample_steps))}]"]
 
-def cell_config(spec: SweepSpec, cell: Cell, steps: int | None = None, checkpoint_every: int | None = None) -> ExperimentConfig:
+def cell_config(spec: SweepSpec, # the sweep
+                cell: Cell, # one of its cells
+                steps: int | None = None, # the cell's planned step count (None: the base config's)
+                checkpoint_every: int | None = None, # checkpoint interval (None: the base config's)
+               ) -> ExperimentConfig:
     "The full config of one cell (with `steps`, its planned step count)."
     extra = [f"training.steps={steps}"] if steps else []
     extra += [f"training.checkpoint_every={checkpoint_every}"] if checkpoint_every else []
     return load_config(spec.config, base_overrides(spec) + cell.overrides() + extra)
 
-def sweep_settings(spec: SweepSpec) -> dict:
+def sweep_settings(spec: SweepSpec, # the sweep
+                  ) -> dict:
     "What every cell of a sweep folder must share (compared when a sweep folder is reused)."
     return {"budget_s": None if spec.steps else float(spec.budget_s), "steps": spec.steps, "probe_steps": spec.probe_steps,
             "checkpoints_per_cell": spec.checkpoints_per_cell, "base_config": config_to_dict(load_config(spec.config, base_overrides(spec)))}
 
-# %% ../nbs/27_sweep.ipynb #4c4fd2f7
-def sweep_dataset(data_cfg) -> ToroidDataset:
+# %% ../nbs/27_sweep.ipynb #1785d0cd
+def sweep_dataset(data_cfg: ToroidConfig, # the torus (r4 mode, any ambient_dim)
+                 ) -> ToroidDataset:
     "The torus of `data_cfg` (r4 mode, any `ambient_dim`) with samples embedded batch by batch instead of stored as `(N, D)`."
     if data_cfg.mode != "r4": raise ValueError(f"data.mode={data_cfg.mode!r}: the ambient-dimension sweep embeds r4 points; use data.mode=r4")
     ds = ToroidDataset(replace(data_cfg, ambient_dim=4))      # the (N, 4) points: independent of ambient_dim
@@ -136,7 +149,11 @@ def sweep_dataset(data_cfg) -> ToroidDataset:
     return ds
 
 # %% ../nbs/27_sweep.ipynb #21c7d22c
-def measure_speed(cfg: ExperimentConfig, dataset, probe_steps: int = 100, warmup_steps: int = 10) -> float:
+def measure_speed(cfg: ExperimentConfig, # the variant's config (its steps are ignored)
+                  dataset, # training data (e.g. `sweep_dataset(cfg.data)`)
+                  probe_steps: int = 100, # timed steps
+                  warmup_steps: int = 10, # steps whose cost (with the start-up) is subtracted
+                 ) -> float:
     "Training steps per second of `cfg`'s variant on this machine, now (two timed runs without a folder)."
     def timed(n):
         c = replace(cfg, training=replace(cfg.training, steps=n, checkpoint_every=n))
@@ -147,7 +164,10 @@ def measure_speed(cfg: ExperimentConfig, dataset, probe_steps: int = 100, warmup
     dt = t_long - t_short
     return probe_steps / dt if dt > 0 else (warmup_steps + probe_steps) / t_long
 
-def plan_steps(budget_s: float, steps_per_s: float, checkpoints: int = 5) -> tuple[int, int]:
+def plan_steps(budget_s: float, # training wall-clock budget in seconds
+               steps_per_s: float, # measured speed
+               checkpoints: int = 5, # checkpoints spread over the run
+              ) -> tuple[int, int]:
     "`(steps, checkpoint_every)` for a wall-clock budget at a measured speed."
     steps = max(10, int(budget_s * steps_per_s) // 10 * 10)
     return steps, max(1, math.ceil(steps / checkpoints))
@@ -155,7 +175,10 @@ def plan_steps(budget_s: float, steps_per_s: float, checkpoints: int = 5) -> tup
 # %% ../nbs/27_sweep.ipynb #c435b633
 HEADLINE = ("distance_mean", "coupling_error_mean", "ks_p_theta1", "ks_p_theta2", "joint_p", "offspan_residual_mean", "ambient_distance_mean")
 
-def evaluate_cell(cfg: ExperimentConfig, model: torch.nn.Module, dataset) -> tuple[dict, dict]:
+def evaluate_cell(cfg: ExperimentConfig, # the cell's config (`eval` section: noise seed, n, step counts)
+                  model: torch.nn.Module, # the EMA model
+                  dataset: ToroidDataset, # the cell's data (for its embedding)
+                 ) -> tuple[dict, dict]:
     "`(samples, metrics)` of `model` (EMA weights) at each of `cfg.eval.sample_steps`, keyed by step count."
     samples, metrics = evaluate_models({"ema": model}, dataset, cfg)
     emb = dataset.embedding
@@ -170,7 +193,12 @@ def evaluate_cell(cfg: ExperimentConfig, model: torch.nn.Module, dataset) -> tup
 def _read_json(path: Path, default=None):
     return json.loads(Path(path).read_text()) if Path(path).is_file() else default
 
-def plan_cell(spec: SweepSpec, cell: Cell, cell_dir: Path, speeds_file: Path, dataset) -> dict:
+def plan_cell(spec: SweepSpec, # the sweep
+              cell: Cell, # the cell to plan
+              cell_dir: Path, # its run folder
+              speeds_file: Path, # the sweep's cache of measured speeds
+              dataset: ToroidDataset, # the cell's data (for the probe)
+             ) -> dict:
     "The cell's step plan: read back from `plan.json`, or made now (a timing probe, cached per variant in `speeds_file`)."
     plan = _read_json(cell_dir / "plan.json")
     if plan is not None: return plan
@@ -188,7 +216,11 @@ def plan_cell(spec: SweepSpec, cell: Cell, cell_dir: Path, speeds_file: Path, da
     return plan
 
 # %% ../nbs/27_sweep.ipynb #c13d5968
-def run_cell(spec: SweepSpec, cell: Cell, out: Path, progress: bool = False) -> dict:
+def run_cell(spec: SweepSpec, # the sweep
+             cell: Cell, # the cell to run
+             out: Path, # the sweep folder
+             progress: bool = False, # show the training progress bar
+            ) -> dict:
     "Plan, train (or resume) and evaluate one cell; write and return its result (read back if the cell is finished)."
     cell_dir = Path(out) / "cells" / cell.name
     done = _read_json(cell_dir / "result.json")
@@ -219,7 +251,9 @@ def _diff(a, b, prefix="") -> list[str]:
         return [d for k in sorted(set(a) | set(b), key=str) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
-def check_settings(out: Path, settings: dict) -> dict:
+def check_settings(out: Path, # the sweep folder
+                   settings: dict, # `sweep_settings(spec)`
+                  ) -> dict:
     "Write a sweep's settings (from `sweep_settings`) into a new folder, or check them against those of an existing one."
     path = Path(out) / "sweep_settings.json"
     now = json.loads(json.dumps(settings))
@@ -231,23 +265,28 @@ def check_settings(out: Path, settings: dict) -> dict:
     return saved
 
 @contextmanager
-def sweep_lock(out: Path):
+def sweep_lock(out: Path, # the sweep folder
+              ):
     "Hold `out/.sweep.lock` for the duration; a second sweep on the same folder fails at once."
     Path(out).mkdir(parents=True, exist_ok=True)
     with open(Path(out) / ".sweep.lock", "w") as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: raise RuntimeError(f"another neuromf-sweep is running on {out} (lock {f.name}); wait for it or use another --out") from None
+        except BlockingIOError: raise CLIError(f"another neuromf-sweep is running on {out} (lock {f.name}); wait for it or use another --out") from None
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/27_sweep.ipynb #0ec46b33
-def collect_results(out: Path) -> list[dict]:
+# %% ../nbs/27_sweep.ipynb #6e1211bf
+def collect_results(out: Path, # the sweep folder
+                   ) -> list[dict]:
     "Every finished cell's result in a sweep folder, ordered by variant, dimension and seed."
     res = [json.loads(p.read_text()) for p in sorted((Path(out) / "cells").glob("*/result.json"))]
     order = {"u": 0, "x": 1, "mf": 0, "imf": 1}
     return sorted(res, key=lambda r: (order.get(r["cell"]["pred"], 9), order.get(r["cell"]["loss"], 9), r["cell"]["dim"], r["cell"]["seed"]))
 
-def by_variant(results: list[dict], key: str, k: int | str) -> dict:
+def by_variant(results: list[dict], # cell results (`collect_results`)
+               key: str, # a metric, e.g. "distance_mean"
+               k: int | str, # sampling step count
+              ) -> dict:
     "`{variant: (dims, mean over seeds, min, max)}` of metric `key` at `k` sampling steps."
     out = {}
     for r in results:
@@ -261,7 +300,10 @@ def _fmt(x: float | None) -> str:
     "4 significant digits (`-` for a missing value)."
     return "-" if x is None else f"{x:.4g}"
 
-def pivot_table(results: list[dict], key: str = "distance_mean", steps: tuple = (1, 2, 5)) -> str:
+def pivot_table(results: list[dict], # cell results
+                key: str = "distance_mean", # the metric shown
+                steps: tuple = (1, 2, 5), # sampling step counts, one value each
+               ) -> str:
     "Markdown: one row per D, one column per variant, `metric at 1 / 2 / 5 steps` (mean over seeds)."
     per = {k: by_variant(results, key, k) for k in steps}
     variants = list(per[steps[0]])
@@ -275,13 +317,16 @@ def pivot_table(results: list[dict], key: str = "distance_mean", steps: tuple = 
         lines.append(f"| {d} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
-def cells_table(results: list[dict]) -> str:
+def cells_table(results: list[dict], # cell results
+                nfe: int | None = None, # only this sampling step count (None: all)
+               ) -> str:
     "Markdown: one row per cell and step count, every headline metric, with the cell's steps, speed and wall time."
     lines = ["| D | variant | seed | train steps | steps/s | train wall (s) | NFE | distance | coupling err. | KS p th1 | KS p th2 | joint p | off-span residual | ambient dist. |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c, sps = r["cell"], r.get("train_steps_per_s")
         for k, m in r["metrics"].items():
+            if nfe is not None and str(nfe) != k: continue
             lines.append(f"| {c['dim']} | {c['variant']} | {c['seed']} | {r['steps']} | {'-' if sps is None else f'{sps:.1f}'} | "
                          f"{r['train_wall_s']:.1f} | {k} | " + " | ".join(_fmt(m[h]) for h in HEADLINE) + " |")
     return "\n".join(lines)
@@ -290,7 +335,9 @@ def cells_table(results: list[dict]) -> str:
 COLORS = {"u-pred, MF": "#1f77b4", "u-pred, iMF": "#6baed6", "x-pred, MF": "#d62728", "x-pred, iMF": "#ff9896"}
 ROWS = (("distance_mean", "distance to torus"), ("offspan_residual_mean", "off-span residual"))
 
-def sweep_figure(results: list[dict], steps: tuple = (1, 2, 5)):
+def sweep_figure(results: list[dict], # cell results
+                 steps: tuple = (1, 2, 5), # sampling step counts, one column each
+                ):
     "Interactive plotly figure: distance and residual vs D, one line per variant, log axes."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -309,7 +356,10 @@ def sweep_figure(results: list[dict], steps: tuple = (1, 2, 5)):
     return fig
 
 # %% ../nbs/27_sweep.ipynb #8089658e
-def sweep_png(results: list[dict], steps: tuple = (1, 2, 5), dpi: int = 100) -> bytes:
+def sweep_png(results: list[dict], # cell results
+              steps: tuple = (1, 2, 5), # sampling step counts, one column each
+              dpi: int = 100, # resolution (the default makes a ~100 kB file)
+             ) -> bytes:
     "The same figure as `sweep_figure`, as PNG bytes (matplotlib, no browser needed)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(4 * len(steps), 6.5), layout="constrained")
@@ -341,7 +391,12 @@ def machine_info() -> dict:
         if Path("/proc/cpuinfo").is_file() else platform.processor()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
-def write_report(out: Path, results: list[dict], calls: list[dict], settings: dict, figures: bool = True) -> dict:
+def write_report(out: Path, # the sweep folder
+                 results: list[dict], # every finished cell
+                 calls: list[dict], # the log of calls (`calls.json`)
+                 settings: dict, # the sweep's settings
+                 figures: bool = True, # also write sweep.html and sweep.png
+                ) -> dict:
     "Write `sweep.json`, `sweep.md` and (with `figures`) `sweep.html` and `sweep.png` from the finished cells, all atomically."
     out = Path(out)
     steps = tuple(settings["base_config"]["eval"]["sample_steps"])
@@ -354,7 +409,7 @@ def write_report(out: Path, results: list[dict], calls: list[dict], settings: di
             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch {report['machine']['torch']}.", ""]
     md = head + [f"## Mean distance to the torus ({' / '.join(map(str, steps))} steps)", "", pivot_table(results, "distance_mean", steps), "",
                  f"## Off-span residual ({' / '.join(map(str, steps))} steps)", "", pivot_table(results, "offspan_residual_mean", steps), "",
-                 "## Every cell", "", cells_table(results), ""]
+                 *[x for k in steps for x in (f"## Every cell, {k} step{'s' * (k > 1)}", "", cells_table(results, k), "")]]
     atomic_write_text("\n".join(md), out / "sweep.md")
     if results and figures:
         atomic_write_text(sweep_figure(results, steps).to_html(include_plotlyjs=True), out / "sweep.html")
@@ -362,7 +417,12 @@ def write_report(out: Path, results: list[dict], calls: list[dict], settings: di
     return report
 
 # %% ../nbs/27_sweep.ipynb #1ba1db67
-def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = True, max_cells: int | None = None, figures: bool = True) -> dict:
+def run_sweep(spec: SweepSpec, # the grid and shared settings
+              out: str | Path, # sweep folder (created, or resumed)
+              progress: bool = True, # progress bars over the grid and each training
+              max_cells: int | None = None, # run at most this many unfinished cells in this call
+              figures: bool = True, # write sweep.html and sweep.png
+             ) -> dict:
     "Run (or resume) a sweep into folder `out`; returns the report written to `sweep.json`."
     out = Path(out)
     settings = sweep_settings(spec)                      # loads the base config: a bad key fails before anything is written
@@ -386,11 +446,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, progress: bool = True, max_cells
 
 # %% ../nbs/27_sweep.ipynb #fbf1c18b
 class _OneLineParser(argparse.ArgumentParser):
-    "argparse that reports a usage error in one line."
+    "argparse that reports a usage error in one line (exit status 2)."
     def error(self, message):
-        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr); sys.exit(2)
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr); sys.exit(2)
 
 def _csv(kind):
+    "An argparse type: a comma-separated list of `kind` (int or str)."
     def parse(s: str) -> list:
         items = [x.strip() for x in s.split(",") if x.strip()]
         if kind is int:
@@ -400,8 +461,10 @@ def _csv(kind):
         return items
     return parse
 
-# %% ../nbs/27_sweep.ipynb #a34a3f0d
-def parse_args(argv=None) -> argparse.Namespace:
+# %% ../nbs/27_sweep.ipynb #7b9624ee
+def parse_args(argv: list | None = None, # command-line arguments (default: sys.argv[1:])
+              ) -> argparse.Namespace:
+    "The options of `neuromf-sweep`."
     p = _OneLineParser(prog="neuromf-sweep", description="u- vs x-prediction, MF vs iMF, as the torus is embedded in R^D; equal wall-clock budget per run.",
                        epilog="example: neuromf-sweep --out runs/sweep --dims 4,64,1024 --pred u,x --loss mf --budget-s 60")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep folder (default: runs/sweep); re-run to resume")
@@ -418,37 +481,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-cells", type=int, default=None, help="run at most this many unfinished cells in this call")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip sweep.html and sweep.png")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("overrides", nargs="*", help="dotted config overrides for every cell, e.g. model.hidden_dim=128")
-    return p.parse_args(argv)
+    return add_debug_flag(p).parse_args(argv)
 
-# %% ../nbs/27_sweep.ipynb #bbb61601
-def cli_error(prog: str, err: BaseException) -> int:
-    "Print `prog: message` as one line on stderr; return the exit status 2."
-    msg = " ".join(str(err).split()) or type(err).__name__
-    print(f"{prog}: {msg}", file=sys.stderr)
-    return 2
-
-def main(argv=None) -> int:
+# %% ../nbs/27_sweep.ipynb #c85abd48
+def _sweep_command(argv: list) -> int:
+    "`neuromf-sweep` itself; errors escape to `run_cli`."
     args = parse_args(argv)
-    try:
-        if args.max_cells is not None and args.max_cells < 1: raise ValueError(f"--max-cells={args.max_cells}: must be >= 1")
-        spec = SweepSpec(dims=args.dims, preds=args.pred, losses=args.loss, seeds=args.seeds, budget_s=args.budget_s, steps=args.steps,
-                         config=args.config, overrides=tuple(args.overrides), eval_samples=args.eval_samples, probe_steps=args.probe_steps)
-        report = run_sweep(spec, args.out, progress=not args.no_progress, max_cells=args.max_cells, figures=not args.no_figures)
+    if args.max_cells is not None and args.max_cells < 1: raise ValueError(f"--max-cells={args.max_cells}: must be >= 1")
+    spec = SweepSpec(dims=args.dims, preds=args.pred, losses=args.loss, seeds=args.seeds, budget_s=args.budget_s, steps=args.steps,
+                     config=args.config, overrides=tuple(args.overrides), eval_samples=args.eval_samples, probe_steps=args.probe_steps)
+    try: report = run_sweep(spec, args.out, progress=not args.no_progress, max_cells=args.max_cells, figures=not args.no_figures)
     except KeyboardInterrupt:
-        print(f"neuromf-sweep: interrupted; run the same command again to resume {args.out}", file=sys.stderr); return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
         if args.debug: raise
-        return cli_error("neuromf-sweep", e)
-    steps = tuple(report["settings"]["base_config"]["eval"]["sample_steps"])
-    print(pivot_table(report["cells"], "distance_mean", steps))
+        print(f"neuromf-sweep: interrupted; run the same command again to resume {args.out}", file=sys.stderr); return 130
+    print(pivot_table(report["cells"], "distance_mean", tuple(report["settings"]["base_config"]["eval"]["sample_steps"])))
     done = {r["cell"]["name"] for r in report["cells"]}
-    n_done = sum(c.name in done for c in spec.cells())
-    print(f"{n_done}/{len(spec.cells())} cells of this grid finished; sweep folder: {args.out} (sweep.md, sweep.json, sweep.html, sweep.png)")
+    print(f"{sum(c.name in done for c in spec.cells())}/{len(spec.cells())} cells of this grid finished; "
+          f"sweep folder: {args.out} (sweep.md, sweep.json, sweep.html, sweep.png)")
     return 0
 
-# %% ../nbs/27_sweep.ipynb #32ef51be
+def main(argv: list | None = None, # command-line arguments (default: sys.argv[1:])
+        ) -> int:
+    "Entry point of `neuromf-sweep`: one line and exit status 2 on bad input (`--debug`: the traceback)."
+    return run_cli(_sweep_command, argv, "neuromf-sweep")
+
+# %% ../nbs/27_sweep.ipynb #4e831dc9
 def _in_ipython() -> bool:
     try:
         from IPython import get_ipython

@@ -50,13 +50,12 @@ def recompute(cell_dir: Path) -> dict:
 
 
 def md_rows(md: str, header_start: str) -> list[list[str]]:
-    """Rows of the markdown table whose header starts with `header_start`."""
-    lines = md.splitlines()
-    i = next(n for n, l in enumerate(lines) if l.startswith(header_start))
-    rows = []
-    for l in lines[i + 2:]:
-        if not l.startswith("|"): break
-        rows.append([c.strip() for c in l.strip("|").split("|")])
+    """Rows of every markdown table whose header starts with `header_start`."""
+    lines, rows = md.splitlines(), []
+    for i in (n for n, l in enumerate(lines) if l.startswith(header_start)):
+        for l in lines[i + 2:]:
+            if not l.startswith("|"): break
+            rows.append([c.strip() for c in l.strip("|").split("|")])
     return rows
 
 
@@ -67,6 +66,7 @@ def test_tiny_sweep_table_equals_metrics_recomputed_from_samples(tiny):
     md = (out / "sweep.md").read_text()
     rows = md_rows(md, "| D | variant | seed |")
     assert len(rows) == 4 * 3 and all(len(r) == 14 for r in rows)          # 4 cells x (1, 2, 5) steps, 14 columns
+    assert [r[6] for r in rows] == ["1"] * 4 + ["2"] * 4 + ["5"] * 4           # one table per step count
     for c in report["cells"]:
         d = out / "cells" / c["cell"]["name"]
         assert c["steps"] == 200 and list_checkpoints(d)[-1][0] == 200
@@ -191,7 +191,8 @@ def test_bad_input_is_one_clear_line(args, needle, tmp_path, capsys):
 
 def test_cli_process_one_line_and_usage_errors(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "neuromf.sweep", "--out", str(tmp_path / "x"), "--dims", "4,2"], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and r.stderr == "neuromf-sweep: --dims: 2 is not an integer >= 4 (D is the ambient dimension; the torus lives in R^4)\n"
+    assert r.returncode == 2 and r.stderr == ("neuromf-sweep: error: --dims: 2 is not an integer >= 4 (D is the ambient dimension; "
+                                              "the torus lives in R^4) (--debug shows the traceback)\n"), r.stderr
     for args, needle in ((["--dims", "4,abc"], "'abc' is not an integer"), (["--steps", "10", "--budget-s", "5"], "not allowed with argument"),
                          (["--bogus"], "unrecognized arguments: --bogus")):
         with pytest.raises(SystemExit) as e: main(["--out", str(tmp_path / "x"), *args])    # argparse's own errors: one line too
