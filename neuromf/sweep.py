@@ -20,7 +20,7 @@ from .models.prediction import PREDICTION_TYPES
 from .train import train, list_checkpoints, atomic_save, atomic_write_text
 
 # %% auto #0
-__all__ = ['LOSSES', 'DEFAULT_DIMS', 'GRID_KEYS', 'HEADLINE', 'COLORS', 'ROWS', 'check_grid', 'Cell', 'SweepSpec',
+__all__ = ['LOSSES', 'DEFAULT_DIMS', 'TIMERS', 'GRID_KEYS', 'HEADLINE', 'COLORS', 'ROWS', 'check_grid', 'Cell', 'SweepSpec',
            'base_overrides', 'cell_config', 'sweep_settings', 'sweep_dataset', 'measure_speed', 'plan_steps',
            'evaluate_cell', 'plan_cell', 'run_cell', 'check_settings', 'sweep_lock', 'collect_results', 'by_variant',
            'pivot_table', 'cells_table', 'sweep_figure', 'sweep_png', 'machine_info', 'write_report', 'run_sweep',
@@ -71,7 +71,8 @@ class Cell:
         return [f"data.ambient_dim={self.dim}", f"model.prediction_type={self.pred}", f"loss.tangent={LOSSES[self.loss]}",
                 f"training.seed={self.seed}"]
 
-# %% ../nbs/27_sweep.ipynb #9f6390fc
+# %% ../nbs/27_sweep.ipynb #36aa8072
+TIMERS = {"wall": time.perf_counter, "cpu": time.process_time}   # the budget's clocks
 GRID_KEYS = ("data.ambient_dim", "model.prediction_type", "loss.tangent", "training.seed", "training.steps",
              "training.checkpoint_every", "eval.n_samples", "eval.sample_steps")
 
@@ -82,7 +83,8 @@ class SweepSpec:
     preds: tuple = ("u", "x")
     losses: tuple = ("mf", "imf")
     seeds: tuple = (0,)
-    budget_s: float = 150.0                # training wall-clock budget per cell (turned into steps by a timing probe)
+    budget_s: float = 150.0                # training budget per cell in seconds (turned into steps by a timing probe)
+    clock: str = "wall"                    # what the budget counts: "wall" seconds or "cpu" seconds of this process
     steps: int | None = None               # fixed step count for every cell instead of a budget
     config: str | None = None              # base YAML config (None: built-in defaults = configs/toy_toroid.yaml)
     overrides: tuple = ()                  # dotted overrides for every cell (not the grid's own keys)
@@ -106,6 +108,7 @@ class SweepSpec:
 # %% ../nbs/27_sweep.ipynb #7be912d5
 def _check_numbers(spec: SweepSpec) -> None:
     "Raise a `ValueError` naming the first bad number of a `SweepSpec`."
+    if spec.clock not in TIMERS: raise ValueError(f"--clock={spec.clock!r}: use one of {', '.join(TIMERS)}")
     if spec.steps is None:
         if not (isinstance(spec.budget_s, (int, float)) and math.isfinite(spec.budget_s) and spec.budget_s > 0):
             raise ValueError(f"--budget-s={spec.budget_s!r}: the training budget per cell must be a number of seconds > 0")
@@ -136,7 +139,8 @@ def cell_config(spec: SweepSpec, # the sweep
 def sweep_settings(spec: SweepSpec, # the sweep
                   ) -> dict:
     "What every cell of a sweep folder must share (compared when a sweep folder is reused)."
-    return {"budget_s": None if spec.steps else float(spec.budget_s), "steps": spec.steps, "probe_steps": spec.probe_steps,
+    return {"budget_s": None if spec.steps else float(spec.budget_s), "clock": None if spec.steps else spec.clock,
+            "steps": spec.steps, "probe_steps": spec.probe_steps,
             "checkpoints_per_cell": spec.checkpoints_per_cell, "base_config": config_to_dict(load_config(spec.config, base_overrides(spec)))}
 
 # %% ../nbs/27_sweep.ipynb #1785d0cd
@@ -153,22 +157,24 @@ def measure_speed(cfg: ExperimentConfig, # the variant's config (its steps are i
                   dataset, # training data (e.g. `sweep_dataset(cfg.data)`)
                   probe_steps: int = 100, # timed steps
                   warmup_steps: int = 10, # steps whose cost (with the start-up) is subtracted
+                  clock: str = "wall", # "wall": steps per wall-clock second; "cpu": per CPU second of this process
                  ) -> float:
     "Training steps per second of `cfg`'s variant on this machine, now (two timed runs without a folder)."
+    timer = TIMERS[clock]
     def timed(n):
         c = replace(cfg, training=replace(cfg.training, steps=n, checkpoint_every=n))
-        t0 = time.perf_counter(); train(c, None, progress=False, dataset=dataset)
-        return time.perf_counter() - t0
+        t0 = timer(); train(c, None, progress=False, dataset=dataset)
+        return timer() - t0
     t_short = timed(warmup_steps)
     t_long = timed(warmup_steps + probe_steps)
     dt = t_long - t_short
     return probe_steps / dt if dt > 0 else (warmup_steps + probe_steps) / t_long
 
-def plan_steps(budget_s: float, # training wall-clock budget in seconds
-               steps_per_s: float, # measured speed
+def plan_steps(budget_s: float, # training budget in seconds
+               steps_per_s: float, # measured speed (on the budget's clock)
                checkpoints: int = 5, # checkpoints spread over the run
               ) -> tuple[int, int]:
-    "`(steps, checkpoint_every)` for a wall-clock budget at a measured speed."
+    "`(steps, checkpoint_every)` for a time budget at a measured speed."
     steps = max(10, int(budget_s * steps_per_s) // 10 * 10)
     return steps, max(1, math.ceil(steps / checkpoints))
 
@@ -206,12 +212,13 @@ def plan_cell(spec: SweepSpec, # the sweep
     if spec.steps is None:
         speeds = _read_json(speeds_file, {})
         if cell.speed_key not in speeds:
-            speeds[cell.speed_key] = measure_speed(cell_config(spec, cell), dataset, spec.probe_steps)
+            speeds[cell.speed_key] = measure_speed(cell_config(spec, cell), dataset, spec.probe_steps, clock=spec.clock)
             atomic_write_text(json.dumps(speeds, indent=1), speeds_file)
         sps = speeds[cell.speed_key]
         steps, every = plan_steps(spec.budget_s, sps, spec.checkpoints_per_cell)
     else: steps, every = spec.steps, max(1, math.ceil(spec.steps / spec.checkpoints_per_cell))
-    plan = {"steps": steps, "checkpoint_every": every, "budget_s": None if spec.steps else spec.budget_s, "probe_steps_per_s": sps}
+    plan = {"steps": steps, "checkpoint_every": every, "budget_s": None if spec.steps else spec.budget_s,
+            "clock": None if spec.steps else spec.clock, "probe_steps_per_s": sps}
     atomic_write_text(json.dumps(plan, indent=1), cell_dir / "plan.json")
     return plan
 
@@ -231,14 +238,14 @@ def run_cell(spec: SweepSpec, # the sweep
     cfg = cell_config(spec, cell, plan["steps"], plan["checkpoint_every"])
     ckpts = list_checkpoints(cell_dir)
     start = ckpts[-1][0] if ckpts else 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = train(cfg, cell_dir, resume=bool(ckpts), progress=progress, dataset=dataset)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     samples, metrics = evaluate_cell(cfg, res.ema_model(), dataset)
     atomic_save({"ema": samples, "noise": "neuromf.evaluate.evaluation_noise(config)"}, cell_dir / "samples.pt")
     result = {"cell": {**asdict(cell), "name": cell.name, "variant": cell.variant}, **plan,
-              "train_wall_s": wall, "train_steps_per_s": (plan["steps"] - start) / wall if plan["steps"] > start else None,
+              "train_wall_s": wall, "train_cpu_s": cpu, "train_steps_per_s": (plan["steps"] - start) / wall if plan["steps"] > start else None,
               "resumed_from_step": start, "eval_wall_s": time.perf_counter() - t0, "threads": cfg.training.threads,
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "metrics": metrics}
     atomic_write_text(json.dumps(result, indent=1), cell_dir / "result.json")
@@ -321,14 +328,14 @@ def cells_table(results: list[dict], # cell results
                 nfe: int | None = None, # only this sampling step count (None: all)
                ) -> str:
     "Markdown: one row per cell and step count, every headline metric, with the cell's steps, speed and wall time."
-    lines = ["| D | variant | seed | train steps | steps/s | train wall (s) | NFE | distance | coupling err. | KS p th1 | KS p th2 | joint p | off-span residual | ambient dist. |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| D | variant | seed | train steps | steps/s | train wall (s) | train CPU (s) | NFE | distance | coupling err. | KS p th1 | KS p th2 | joint p | off-span residual | ambient dist. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c, sps = r["cell"], r.get("train_steps_per_s")
         for k, m in r["metrics"].items():
             if nfe is not None and str(nfe) != k: continue
             lines.append(f"| {c['dim']} | {c['variant']} | {c['seed']} | {r['steps']} | {'-' if sps is None else f'{sps:.1f}'} | "
-                         f"{r['train_wall_s']:.1f} | {k} | " + " | ".join(_fmt(m[h]) for h in HEADLINE) + " |")
+                         f"{r['train_wall_s']:.1f} | {r['train_cpu_s']:.1f} | {k} | " + " | ".join(_fmt(m[h]) for h in HEADLINE) + " |")
     return "\n".join(lines)
 
 # %% ../nbs/27_sweep.ipynb #04671ee5
@@ -402,7 +409,7 @@ def write_report(out: Path, # the sweep folder
     steps = tuple(settings["base_config"]["eval"]["sample_steps"])
     report = {"settings": settings, "machine": machine_info(), "calls": calls, "cells": results}
     atomic_write_text(json.dumps(report, indent=1), out / "sweep.json")
-    budget = f"{settings['budget_s']:g} s of training" if settings["budget_s"] else f"{settings['steps']} steps"
+    budget = f"{settings['budget_s']:g} s ({settings['clock']} clock) of training" if settings["budget_s"] else f"{settings['steps']} steps"
     head = [f"# Ambient-dimension sweep ({len(results)} finished cells)", "",
             f"Budget per cell: {budget}; "
             f"EMA samples, n = {settings['base_config']['eval']['n_samples']}; metrics after projecting back onto the torus's span. "
@@ -473,8 +480,9 @@ def parse_args(argv: list | None = None, # command-line arguments (default: sys.
     p.add_argument("--loss", type=_csv(str), default=["mf", "imf"], help="losses (default: mf,imf)")
     p.add_argument("--seeds", type=_csv(int), default=[0], help="training seeds (default: 0)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--budget-s", type=float, default=150.0, help="training wall-clock seconds per cell (default: 150)")
+    g.add_argument("--budget-s", type=float, default=150.0, help="training seconds per cell (default: 150)")
     g.add_argument("--steps", type=int, default=None, help="fixed step count per cell instead of a budget")
+    p.add_argument("--clock", default="wall", help="what --budget-s counts: wall (default) or cpu (this process's CPU time: fair on a shared machine)")
     p.add_argument("--config", type=str, default=None, help="base YAML config (default: built-in = configs/toy_toroid.yaml)")
     p.add_argument("--eval-samples", type=int, default=10_000, help="samples per evaluation (default: 10000)")
     p.add_argument("--probe-steps", type=int, default=100, help="timed steps of each variant's speed probe (default: 100)")
@@ -489,7 +497,7 @@ def _sweep_command(argv: list) -> int:
     "`neuromf-sweep` itself; errors escape to `run_cli`."
     args = parse_args(argv)
     if args.max_cells is not None and args.max_cells < 1: raise ValueError(f"--max-cells={args.max_cells}: must be >= 1")
-    spec = SweepSpec(dims=args.dims, preds=args.pred, losses=args.loss, seeds=args.seeds, budget_s=args.budget_s, steps=args.steps,
+    spec = SweepSpec(dims=args.dims, preds=args.pred, losses=args.loss, seeds=args.seeds, budget_s=args.budget_s, clock=args.clock, steps=args.steps,
                      config=args.config, overrides=tuple(args.overrides), eval_samples=args.eval_samples, probe_steps=args.probe_steps)
     try: report = run_sweep(spec, args.out, progress=not args.no_progress, max_cells=args.max_cells, figures=not args.no_figures)
     except KeyboardInterrupt:

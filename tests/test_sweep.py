@@ -65,8 +65,8 @@ def test_tiny_sweep_table_equals_metrics_recomputed_from_samples(tiny):
     assert names == ["D0004_u_mf_s0", "D0004_x_mf_s0", "D0016_u_mf_s0", "D0016_x_mf_s0"]
     md = (out / "sweep.md").read_text()
     rows = md_rows(md, "| D | variant | seed |")
-    assert len(rows) == 4 * 3 and all(len(r) == 14 for r in rows)          # 4 cells x (1, 2, 5) steps, 14 columns
-    assert [r[6] for r in rows] == ["1"] * 4 + ["2"] * 4 + ["5"] * 4           # one table per step count
+    assert len(rows) == 4 * 3 and all(len(r) == 15 for r in rows)          # 4 cells x (1, 2, 5) steps, 15 columns
+    assert [r[7] for r in rows] == ["1"] * 4 + ["2"] * 4 + ["5"] * 4           # one table per step count
     for c in report["cells"]:
         d = out / "cells" / c["cell"]["name"]
         assert c["steps"] == 200 and list_checkpoints(d)[-1][0] == 200
@@ -75,9 +75,9 @@ def test_tiny_sweep_table_equals_metrics_recomputed_from_samples(tiny):
         for k, m in again.items():
             for key in HEADLINE:
                 assert c["metrics"][k][key] == m[key], (c["cell"]["name"], k, key)       # sweep.json: exactly equal
-            row = next(r for r in rows if r[0] == str(c["cell"]["dim"]) and r[1] == c["cell"]["variant"] and r[6] == k)
+            row = next(r for r in rows if r[0] == str(c["cell"]["dim"]) and r[1] == c["cell"]["variant"] and r[7] == k)
             assert row[3] == "200"
-            for col, key in zip(row[7:], HEADLINE):                                        # sweep.md: same numbers, printed
+            for col, key in zip(row[8:], HEADLINE):                                        # sweep.md: same numbers, printed
                 assert col == sw._fmt(m[key])
                 assert float(col) == pytest.approx(m[key], rel=1e-3, abs=1e-12)
     by = {c["cell"]["name"]: c["metrics"]["1"] for c in report["cells"]}
@@ -208,7 +208,7 @@ def test_budget_becomes_steps_from_measured_speed(tmp_path, monkeypatch):
     speeds = json.loads((tmp_path / "b" / "speeds.json").read_text())
     assert r["probe_steps_per_s"] == speeds["D4_u_mf"] > 0
     assert (r["steps"], r["checkpoint_every"]) == sw.plan_steps(1.5, speeds["D4_u_mf"], spec.checkpoints_per_cell)
-    assert r["budget_s"] == 1.5 and r["train_wall_s"] > 0 and r["train_steps_per_s"] > 0
+    assert r["budget_s"] == 1.5 and r["clock"] == "wall" and r["train_wall_s"] > 0 and r["train_cpu_s"] > 0 and r["train_steps_per_s"] > 0
     assert json.loads((tmp_path / "b" / "cells" / "D0004_u_mf_s0" / "plan.json").read_text())["steps"] == r["steps"]
     monkeypatch.setattr(sw, "measure_speed", lambda *a, **k: pytest.fail("probed again"))   # a new seed reuses the speed
     r2 = run_sweep(tiny_spec(dims=(4,), preds=("u",), steps=None, budget_s=1.5, probe_steps=20, eval_samples=500, seeds=(0, 1)),
