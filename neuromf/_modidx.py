@@ -425,6 +425,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'neuromf.sweep.sweep_lock': ('sweep.html#sweep_lock', 'neuromf/sweep.py'),
                                'neuromf.sweep.sweep_png': ('sweep.html#sweep_png', 'neuromf/sweep.py'),
                                'neuromf.sweep.sweep_settings': ('sweep.html#sweep_settings', 'neuromf/sweep.py'),
+                               'neuromf.sweep.torch_threads': ('sweep.html#torch_threads', 'neuromf/sweep.py'),
                                'neuromf.sweep.write_report': ('sweep.html#write_report', 'neuromf/sweep.py')},
             'neuromf.time_sampler': { 'neuromf.time_sampler._check_batch_size': ( 'time_sampler.html#_check_batch_size',
                                                                                   'neuromf/time_sampler.py'),

@@ -214,3 +214,16 @@ def test_budget_becomes_steps_from_measured_speed(tmp_path, monkeypatch):
     r2 = run_sweep(tiny_spec(dims=(4,), preds=("u",), steps=None, budget_s=1.5, probe_steps=20, eval_samples=500, seeds=(0, 1)),
                    tmp_path / "b", progress=False, figures=False)
     assert [c["steps"] for c in r2["cells"]] == [r["steps"]] * 2
+
+
+def test_speed_probe_excludes_one_time_costs(monkeypatch):
+    """A fake training step of 2 ms after a one-time 0.1 s start-up (like the first optimiser's lazy import of
+    torch._dynamo): the probe must report ~500 steps/s, not an overestimate from a start-up in the short run."""
+    import time
+    state = {"first": True}
+    def fake_train(cfg, out_dir=None, progress=True, dataset=None, **kw):
+        if state["first"]: time.sleep(0.1); state["first"] = False
+        time.sleep(cfg.training.steps * 0.002)
+    monkeypatch.setattr(sw, "train", fake_train)
+    sps = sw.measure_speed(load_config(), None, probe_steps=100, warmup_steps=10)
+    assert 400 < sps < 550, sps
