@@ -162,8 +162,9 @@ def measure_speed(cfg: ExperimentConfig, # the variant's config (its steps are i
     "Training steps per second of `cfg`'s variant on this machine, now (two timed runs without a folder)."
     timer = TIMERS[clock]
     def timed(n):
-        c = replace(cfg, training=replace(cfg.training, steps=n, checkpoint_every=n))
-        t0 = timer(); train(c, None, progress=False, dataset=dataset)
+        c = replace(cfg, training=replace(cfg.training, steps=n, checkpoint_every=n, warmup_steps=0))
+        t0 = timer(); res = train(c, None, progress=False, dataset=dataset)
+        if res.stopped: raise KeyboardInterrupt(f"{res.stopped} during a speed probe")   # a short probe would mis-time
         return timer() - t0
     timed(2)                                    # one-time costs (lazy imports, allocator) fall in neither timed run
     t_short = timed(warmup_steps)
@@ -227,6 +228,7 @@ def plan_cell(spec: SweepSpec, # the sweep
         sps = speeds[cell.speed_key]
         steps, every = plan_steps(spec.budget_s, sps, spec.checkpoints_per_cell)
     else: steps, every = spec.steps, max(1, math.ceil(spec.steps / spec.checkpoints_per_cell))
+    cell_config(spec, cell, steps, every)      # a plan the config rejects (e.g. fewer steps than warm-up) stops here, unwritten
     plan = {"steps": steps, "checkpoint_every": every, "budget_s": None if spec.steps else spec.budget_s,
             "clock": None if spec.steps else spec.clock, "probe_steps_per_s": sps}
     atomic_write_text(json.dumps(plan, indent=1), cell_dir / "plan.json")
@@ -251,6 +253,8 @@ def run_cell(spec: SweepSpec, # the sweep
     t0, c0 = time.perf_counter(), time.process_time()
     res = train(cfg, cell_dir, resume=bool(ckpts), progress=progress, dataset=dataset)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if res.stopped or res.step < plan["steps"]:      # SIGINT / SIGTERM: train() checkpointed and returned early
+        raise KeyboardInterrupt(f"{res.stopped or 'stopped'} at step {res.step} of {plan['steps']} in cell {cell.name} (checkpoint kept)")
     t0 = time.perf_counter()
     with torch_threads(cfg.training.threads): samples, metrics = evaluate_cell(cfg, res.ema_model(), dataset)
     atomic_save({"ema": samples, "noise": "neuromf.evaluate.evaluation_noise(config)"}, cell_dir / "samples.pt")
@@ -445,6 +449,7 @@ def run_sweep(spec: SweepSpec, # the grid and shared settings
     "Run (or resume) a sweep into folder `out`; returns the report written to `sweep.json`."
     out = Path(out)
     settings = sweep_settings(spec)                      # loads the base config: a bad key fails before anything is written
+    if spec.steps: cell_config(spec, spec.cells()[0], spec.steps)   # so does a step count the config rejects
     with sweep_lock(out):
         settings = check_settings(out, settings)
         call = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_before": list(os.getloadavg()),
@@ -512,9 +517,10 @@ def _sweep_command(argv: list) -> int:
     spec = SweepSpec(dims=args.dims, preds=args.pred, losses=args.loss, seeds=args.seeds, budget_s=args.budget_s, clock=args.clock, steps=args.steps,
                      config=args.config, overrides=tuple(args.overrides), eval_samples=args.eval_samples, probe_steps=args.probe_steps)
     try: report = run_sweep(spec, args.out, progress=not args.no_progress, max_cells=args.max_cells, figures=not args.no_figures)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if args.debug: raise
-        print(f"neuromf-sweep: interrupted; run the same command again to resume {args.out}", file=sys.stderr); return 130
+        why = f" ({e})" if str(e) else ""
+        print(f"neuromf-sweep: interrupted{why}; run the same command again to resume {args.out}", file=sys.stderr); return 130
     print(pivot_table(report["cells"], "distance_mean", tuple(report["settings"]["base_config"]["eval"]["sample_steps"])))
     done = {r["cell"]["name"] for r in report["cells"]}
     print(f"{sum(c.name in done for c in spec.cells())}/{len(spec.cells())} cells of this grid finished; "

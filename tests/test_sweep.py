@@ -1,8 +1,9 @@
 """The ambient-dimension sweep (issue 12): the table equals the metrics recomputed from the saved samples, an
 interrupted sweep resumes without re-training finished cells, the embedding is exactly isometric, bad grid values
 are one-line errors."""
-import json, re, shutil, subprocess, sys
+import dataclasses, json, re, shutil, subprocess, sys
 from pathlib import Path
+from types import SimpleNamespace
 import pytest, torch
 import neuromf.sweep as sw
 from neuromf.config import load_config
@@ -106,11 +107,11 @@ def test_interrupted_sweep_resumes_without_retraining(tiny, tmp_path, monkeypatc
     stamp = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.rglob("*") if p.is_file()}
 
     real_train, calls = sw.train, []
-    def killed(cfg, out_dir=None, **kw):
-        real_train(cfg, out_dir, **{**kw, "stop_at": 120})
-        raise KeyboardInterrupt
-    monkeypatch.setattr(sw, "train", killed)
-    with pytest.raises(KeyboardInterrupt): run_sweep(spec, out, progress=False, figures=False)
+    def signalled(cfg, out_dir=None, **kw):               # what train() returns after SIGTERM at step 120
+        return dataclasses.replace(real_train(cfg, out_dir, **{**kw, "stop_at": 120}), stopped="SIGTERM")
+    monkeypatch.setattr(sw, "train", signalled)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM at step 120 of 200 in cell D0004_x_mf_s0"):
+        run_sweep(spec, out, progress=False, figures=False)
     second = out / "cells" / "D0004_x_mf_s0"
     assert [s for s, _ in list_checkpoints(second)][-1] == 120 and not (second / "result.json").exists()
 
@@ -177,6 +178,7 @@ def test_embedding_is_exactly_isometric(dim):
     (["--budget-s", "0"], "--budget-s=0.0"),
     (["--budget-s", "-10"], "must be a number of seconds > 0"),
     (["--steps", "0"], "--steps=0"),
+    (["--steps", "5"], "training.warmup_steps=500: is longer than the run"),
     (["--max-cells", "0"], "--max-cells=0"),
     (["data.ambient_dim=8"], "sets a key the sweep controls"),
     (["training.lr=abc"], "training.lr"),
@@ -224,6 +226,7 @@ def test_speed_probe_excludes_one_time_costs(monkeypatch):
     def fake_train(cfg, out_dir=None, progress=True, dataset=None, **kw):
         if state["first"]: time.sleep(0.1); state["first"] = False
         time.sleep(cfg.training.steps * 0.002)
+        return SimpleNamespace(stopped=None, step=cfg.training.steps)
     monkeypatch.setattr(sw, "train", fake_train)
     sps = sw.measure_speed(load_config(), None, probe_steps=100, warmup_steps=10)
     assert 400 < sps < 550, sps
