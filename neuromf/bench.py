@@ -14,11 +14,13 @@ from .losses.lp import lp_loss
 from .losses.meanflow import meanflow_loss, flow_matching_loss, adaptive_weight
 from .models.mlp import MeanFlowMLP
 from .time_sampler import sample_t_r
+from .cli import CLIError, add_debug_flag, run_cli
 
 # %% auto #0
 __all__ = ['BENCH_MODELS', 'BENCH_LOSSES', 'BENCH_STRATEGIES', 'BenchCase', 'double_backward_meanflow_loss', 'sample_shape',
            'build_step', 'time_cases', 'run_one', 'measure_memory', 'summarise', 'evaluate_marks', 'markdown_table',
-           'suite', 'machine_info', 'parse_args', 'run_benchmark', 'main']
+           'suite', 'machine_info', 'check_settings', 'select_families', 'run_benchmark', 'default_out', 'check_out',
+           'write_results', 'parse_args', 'main']
 
 # %% ../nbs/17_bench.ipynb #cc7c9a6f
 BENCH_MODELS = ("mlp", "mlp_tiny", "unet_small", "unet_rflow")
@@ -279,30 +281,41 @@ def machine_info(threads: int) -> dict:
     except OSError: pass
     return info
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="neuromf-bench", description="Time MeanFlow training steps against flow matching.",
-                                epilog="example: neuromf-bench --out bench_results/cpu.json")
-    p.add_argument("--suite", default="full", help="full (default), tried, or tiny")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
-    p.add_argument("--rounds", type=int, default=None, help="round-robin rounds per family (default: per suite)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up steps per case (default: per suite)")
-    p.add_argument("--only", default=None, help="run only the families whose name contains this text")
-    p.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory processes")
-    p.add_argument("--out", type=Path, default=None, help="JSON results file (default: bench_results/<cpu|gpu>.json)")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)   # internal: memory probe of one case (JSON)
-    return p.parse_args(argv)
+# %% ../nbs/17_bench.ipynb #b3e91a01
+def check_settings(threads: int = 1, # torch threads, >= 1
+                   rounds: int | None = None, # round-robin rounds per family, >= 1 (None: the suite's)
+                   warmup: int | None = None, # warm-up steps per case, >= 0 (None: the suite's)
+                  ) -> None:
+    "Raise a `ValueError` naming the first count that makes no sense."
+    for name, v, lo in (("threads", threads, 1), ("rounds", rounds, 1), ("warmup", warmup, 0)):
+        if v is None and name != "threads": continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"--{name}={v!r} must be an int >= {lo}")
 
+def select_families(suite_name: str, # a suite name (see `suite`)
+                    only: str | None = None, # keep the families whose name contains this text
+                   ) -> list:
+    "The suite's `(cases, rounds, warmup)` families selected by `only`; an error listing the valid names if none matches."
+    families = suite(suite_name)
+    if only is None: return families
+    chosen = [f for f in families if only in f[0][0].family]
+    if not chosen:
+        names = ", ".join(dict.fromkeys(f[0][0].family for f in families))
+        raise ValueError(f"--only {only!r} matches no benchmark family of suite {suite_name!r}; valid names (or parts of them): {names}")
+    return chosen
+
+# %% ../nbs/17_bench.ipynb #b3e91a03
 def run_benchmark(suite_name="full", threads=1, rounds=None, warmup=None, only=None, memory=True, log=print) -> dict:
     "Run a suite with `threads` torch threads (restored afterwards); returns the JSON-able results (machine, settings, cases, marks, table)."
+    check_settings(threads, rounds, warmup)
+    families = select_families(suite_name, only)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try: return _run_benchmark(suite_name, threads, rounds, warmup, only, memory, log)
+    try: return _run_benchmark(suite_name, threads, rounds, warmup, families, memory, log)
     finally: torch.set_num_threads(before)
 
-def _run_benchmark(suite_name, threads, rounds, warmup, only, memory, log) -> dict:
+def _run_benchmark(suite_name, threads, rounds, warmup, families, memory, log) -> dict:
     info = machine_info(threads)
-    families = [(cs, rounds or r, warmup if warmup is not None else w) for cs, r, w in suite(suite_name)
-                if only is None or only in cs[0].family]
+    families = [(cs, r if rounds is None else rounds, w if warmup is None else warmup) for cs, r, w in families]
     primary = "wall" if any(c.device.startswith("cuda") for cs, _, _ in families for c in cs) else "cpu"
     cases, times, mem = [], {}, {}
     for cs, r, w in families:
@@ -317,29 +330,94 @@ def _run_benchmark(suite_name, threads, rounds, warmup, only, memory, log) -> di
                          "warmup": {cs[0].family: w for cs, _, w in families}, "optimizer": "Adam(lr=1e-4)"},
             "cases": rows, "marks": evaluate_marks(rows), "table": markdown_table(rows, primary)}
 
-def main(argv=None) -> int:
+# %% ../nbs/17_bench.ipynb #b3e91a05
+def default_out(families: list) -> Path:
+    "`bench_results/gpu.json` if a selected case runs on CUDA, else `bench_results/cpu.json`."
+    cuda = any(c.device.startswith("cuda") for cs, _, _ in families for c in cs)
+    return Path("bench_results") / ("gpu.json" if cuda else "cpu.json")
+
+def check_out(out: Path, # the results file to write
+              force: bool = False, # allow replacing an existing file
+             ) -> None:
+    "Refuse a directory, or (without `force`) a file that already exists, naming what it holds."
+    out = Path(out)
+    if out.is_dir(): raise IsADirectoryError(f"--out {out} is a directory; give a file name such as {out / 'cpu.json'}")
+    if out.exists() and not force:
+        try: held = json.loads(out.read_text()).get("command") or "results"
+        except (OSError, ValueError, AttributeError): held = "a file that is not benchmark results"
+        raise FileExistsError(f"{out} already exists ({held}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(out.stat().st_mtime))}); "
+                              f"pass --force to replace it, or --out another file")
+
+# %% ../nbs/17_bench.ipynb #b3e91a06
+def _candidates(out: Path):
+    yield out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    yield out.with_name(f"{out.stem}.{stamp}{out.suffix}")
+    for i in range(1, 1000): yield out.with_name(f"{out.stem}.{stamp}-{i}{out.suffix}")
+
+def write_results(text: str, # the JSON text
+                  out: Path, # where it should go
+                  force: bool = False, # replace an existing `out`
+                 ) -> Path:
+    "Write `text` atomically to `out`, or (without `force`, if `out` exists by now) beside it, time-stamped; returns the path written."
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        if force: os.replace(tmp, out); return out
+        for target in _candidates(out):
+            try: os.link(tmp, target); return target          # fails if target exists: never clobbers
+            except FileExistsError: continue
+            except OSError:                                    # no hard links here: rename if still free
+                if not target.exists(): os.replace(tmp, target); return target
+        raise FileExistsError(f"no free file name beside {out}")
+    finally: tmp.unlink(missing_ok=True)
+
+# %% ../nbs/17_bench.ipynb #b3e91a09
+class _Parser(argparse.ArgumentParser):
+    def error(self, message): raise CLIError(f"{message} (see neuromf-bench --help)")
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = add_debug_flag(_Parser(prog="neuromf-bench", description="Time MeanFlow training steps against flow matching.",
+                               epilog="example: neuromf-bench --out bench_results/cpu.json"))
+    p.add_argument("--suite", default="full", help="full (default), tried, or tiny")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    p.add_argument("--rounds", type=int, default=None, help="round-robin rounds per family, >= 1 (default: per suite)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps per case, >= 0 (default: per suite)")
+    p.add_argument("--only", default=None, help="run only the families whose name contains this text (none matching: an error)")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory processes")
+    p.add_argument("--out", type=Path, default=None, help="JSON results file (default: bench_results/<cpu|gpu>.json); must not exist unless --force")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)   # internal: memory probe of one case (JSON)
+    return p.parse_args(argv)
+
+# %% ../nbs/17_bench.ipynb #b3e91a0a
+def _main(argv) -> int:
     args = parse_args(argv)
+    check_settings(args.threads, args.rounds, args.warmup)
     if args.one is not None:
         torch.set_num_threads(args.threads)
-        case = BenchCase(**json.loads(args.one))
-        print(json.dumps(run_one(case, steps=(args.warmup or 0) + 1)))
+        print(json.dumps(run_one(BenchCase(**json.loads(args.one)), steps=(args.warmup or 0) + 1)))
         return 0
-    try:
-        suite(args.suite)
-    except ValueError as e:
-        print(f"neuromf-bench: {e}", file=sys.stderr); return 2
+    families = select_families(args.suite, args.only)
+    out = args.out or default_out(families)
+    check_out(out, args.force)
     res = run_benchmark(args.suite, args.threads, args.rounds, args.warmup, args.only, memory=not args.no_memory,
                         log=lambda s: print(s, file=sys.stderr, flush=True))
-    res["command"] = "neuromf-bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = args.out or Path("bench_results") / ("gpu.json" if res["settings"]["primary_timer"] == "wall" else "cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    res["command"] = "neuromf-bench " + " ".join(argv)
     print(res["table"])
     for m in res["marks"]:
         print(f"{'PASS' if m['passed'] else 'MISS'} {m['mark']}: {m['value']:.2f} (target {m['target']})")
+    written = write_results(json.dumps(res, indent=1) + "\n", out, args.force)
+    kept = "" if written == out else f" ({out} appeared during the run and was kept)"
     print(f"machine: {res['machine']['cpu']} ({res['machine']['cpu_count']} cores), torch {res['machine']['torch']}, "
-          f"{args.threads} thread(s); results: {out}")
+          f"{args.threads} thread(s); results: {written}{kept}")
     return 0
+
+def main(argv: list | None = None, # arguments (default: sys.argv[1:])
+        ) -> int:
+    "`neuromf-bench`: run a suite, print the table and marks, write the JSON results; errors as one line (exit 2)."
+    return run_cli(_main, argv, prog="neuromf-bench")
 
 # %% ../nbs/17_bench.ipynb #1f93c7c9
 def _in_ipython() -> bool:

@@ -5,43 +5,79 @@
 # %% ../nbs/08_sampling.ipynb #5d5b4a29
 from __future__ import annotations
 import torch
-from .core import as_time_tensor, check_times
+from .core import as_time_tensor, check_times, check_finite, time_view
 
 # %% auto #0
 __all__ = ['sample_one_step', 'sample_multi_step', 'sample_euler']
 
 # %% ../nbs/08_sampling.ipynb #bdb23542
-def _chunked(fn, noise, batch_size):
-    if batch_size is None or batch_size >= noise.shape[0]: return fn(noise)
-    return torch.cat([fn(c) for c in noise.split(batch_size)])
+def _check_sampler_input(noise, batch_size):
+    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point() or noise.ndim < 1:
+        raise ValueError(f"noise must be a floating tensor of shape (B, ...), got {type(noise).__name__} "
+                         f"{getattr(noise, 'dtype', '')} {tuple(getattr(noise, 'shape', ()))}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be None or an int >= 1")
+    check_finite("noise", noise)
 
 def _check_steps(n_steps):
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps={n_steps!r} must be an int >= 1")
 
+def _times(value, z: torch.Tensor) -> torch.Tensor:
+    "A contiguous `(B,)` time tensor on `z`'s device and dtype, as training passes them."
+    return torch.full((z.shape[0],), float(value), dtype=z.dtype, device=z.device)
+
+def _velocity(model, z, r, t):
+    "`model(z, r, t)`, refused unless it has `z`'s shape."
+    u = model(z, r, t)
+    if not isinstance(u, torch.Tensor) or u.shape != z.shape:
+        raise ValueError(f"model output has shape {tuple(getattr(u, 'shape', ()))}; it must be z's shape {tuple(z.shape)}")
+    return u
+
+def _chunked(fn, batch_size, noise, *times):
+    "`fn(noise, *times)` over chunks of `batch_size` samples (times split alongside the noise)."
+    if batch_size is None or batch_size >= noise.shape[0]: return fn(noise, *times)
+    return torch.cat([fn(*parts) for parts in zip(noise.split(batch_size), *(x.split(batch_size) for x in times))])
+
+# %% ../nbs/08_sampling.ipynb #a6c0e1d2
 @torch.no_grad()
-def sample_one_step(model, noise: torch.Tensor, r: float = 0.0, t: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
+def sample_one_step(model, # `model(z, r, t) -> u` with `(B,)` times
+                    noise: torch.Tensor, # `z_t`, shape `(B, ...)`
+                    r=0.0, # end time: a float or a `(B,)` tensor
+                    t=1.0, # start time: a float or a `(B,)` tensor
+                    batch_size: int | None = None, # samples per model call (None: all at once)
+                   ) -> torch.Tensor:
     "`z_r = z_t - (t - r) u(z_t, r, t)` from `z_t = noise`; the defaults give the 1-NFE sample `e - u(e, 0, 1)`."
-    rr, tt = as_time_tensor(r, 1, noise, "r"), as_time_tensor(t, 1, noise, "t")
+    _check_sampler_input(noise, batch_size)
+    B = noise.shape[0]
+    rr, tt = as_time_tensor(r, B, noise, "r").contiguous(), as_time_tensor(t, B, noise, "t").contiguous()
     check_times(rr, tt)
-    return _chunked(lambda z: z - (t - r) * model(z, r, t), noise, batch_size)
+    return _chunked(lambda z, r_, t_: z - time_view(t_ - r_, z) * _velocity(model, z, r_, t_), batch_size, noise, rr, tt)
 
 @torch.no_grad()
-def sample_multi_step(model, noise: torch.Tensor, n_steps: int = 2, batch_size: int | None = None) -> torch.Tensor:
+def sample_multi_step(model, # `model(z, r, t) -> u` with `(B,)` times
+                      noise: torch.Tensor, # `z_1`, shape `(B, ...)`
+                      n_steps: int = 2, # number of mean-velocity jumps
+                      batch_size: int | None = None, # samples per model call (None: all at once)
+                     ) -> torch.Tensor:
     "`n_steps` mean-velocity jumps along `t = linspace(1, 0, n_steps + 1)`."
-    _check_steps(n_steps)
+    _check_steps(n_steps); _check_sampler_input(noise, batch_size)
     ts = torch.linspace(1.0, 0.0, n_steps + 1).tolist()
     def run(z):
-        for t_hi, t_lo in zip(ts[:-1], ts[1:]): z = z - (t_hi - t_lo) * model(z, t_lo, t_hi)
+        for t_hi, t_lo in zip(ts[:-1], ts[1:]): z = z - (t_hi - t_lo) * _velocity(model, z, _times(t_lo, z), _times(t_hi, z))
         return z
-    return _chunked(run, noise, batch_size)
+    return _chunked(run, batch_size, noise)
 
 @torch.no_grad()
-def sample_euler(model, noise: torch.Tensor, n_steps: int = 50, batch_size: int | None = None) -> torch.Tensor:
+def sample_euler(model, # `model(z, r, t) -> u` with `(B,)` times; called at `r = t`
+                 noise: torch.Tensor, # `z_1`, shape `(B, ...)`
+                 n_steps: int = 50, # Euler steps
+                 batch_size: int | None = None, # samples per model call (None: all at once)
+                ) -> torch.Tensor:
     "Euler integration of the instantaneous velocity `u(z, t, t)` from `t = 1` to `0`."
-    _check_steps(n_steps)
+    _check_steps(n_steps); _check_sampler_input(noise, batch_size)
     ts = torch.linspace(1.0, 0.0, n_steps + 1).tolist()
     def run(z):
-        for t_hi, t_lo in zip(ts[:-1], ts[1:]): z = z - (t_hi - t_lo) * model(z, t_hi, t_hi)
+        for t_hi, t_lo in zip(ts[:-1], ts[1:]): z = z - (t_hi - t_lo) * _velocity(model, z, _times(t_hi, z), _times(t_hi, z))
         return z
-    return _chunked(run, noise, batch_size)
+    return _chunked(run, batch_size, noise)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
-from .config import ExperimentConfig, load_config, config_to_dict, config_to_yaml, check_model_fits_data
+from .config import ExperimentConfig, load_config, config_to_dict, config_to_yaml, check_model_fits_data, check_loss_fits_data
 from .core import time_view
 from .data.toroid import ToroidDataset
 from .ema import EMA
@@ -57,7 +57,7 @@ def lr_factor(step: int, cfg) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-# %% ../nbs/12_train.ipynb #8b8fbc78
+# %% ../nbs/12_train.ipynb #1002905d
 def make_dataset(cfg: ExperimentConfig, # the run's config
                  dataset=None, # a ready dataset (`len()` and `batch(indices)`), or None for the config's
                 ) -> tuple:
@@ -72,10 +72,10 @@ def make_dataset(cfg: ExperimentConfig, # the run's config
         cfg = replace(cfg, data=replace(cfg.data, latent_shape=list(got)))
     elif got != tuple(cfg.data.sample_shape):
         raise ValueError(f"dataset samples have shape {got} but the config's data.sample_shape is {cfg.data.sample_shape}")
-    check_model_fits_data(cfg.model, cfg.data)
+    check_model_fits_data(cfg.model, cfg.data); check_loss_fits_data(cfg.loss, cfg.data)
     return dataset, cfg
 
-# %% ../nbs/12_train.ipynb #c416c416
+# %% ../nbs/12_train.ipynb #984c082b
 class StreamBatchSampler:
     "Index lists for a `DataLoader`: this rank's micro-batches of steps `start`..`end - 1`, in training order."
     def __init__(self, stream: BatchStream, rank: int, start: int, end: int):
@@ -86,7 +86,7 @@ class StreamBatchSampler:
             idx = self.stream.indices(step)
             for a in range(self.stream.accumulate): yield idx[self.stream.chunk(self.rank, a)].tolist()
 
-# %% ../nbs/12_train.ipynb #74208d63
+# %% ../nbs/12_train.ipynb #9b86fca3
 def step_batches(dataset, # `len()` and `batch(indices)` (in memory) or any map-style dataset (DataLoader)
                  cfg: ExperimentConfig, # the run's config
                  stream: BatchStream, # the run's global-batch stream
@@ -111,7 +111,7 @@ def step_batches(dataset, # `len()` and `batch(indices)` (in memory) or any map-
             micro.append((x.to(dev, torch.float32, non_blocking=True), e[rows], t[rows], r[rows]))
         yield micro
 
-# %% ../nbs/12_train.ipynb #94e858a3
+# %% ../nbs/12_train.ipynb #e6040d3c
 class MeanFlowObjective(torch.nn.Module):
     "`forward(x, e, t, r)` -> the MeanFlow loss of `model` (a `MeanFlowLossResult`)."
     def __init__(self, model: torch.nn.Module, loss_cfg, device=None):
@@ -126,7 +126,7 @@ class MeanFlowObjective(torch.nn.Module):
         tv = time_view(t, x)
         return meanflow_loss(self.model, (1 - tv) * x + tv * e, r, t, x, e, validate=False, **self.kw)
 
-# %% ../nbs/12_train.ipynb #64230e0a
+# %% ../nbs/12_train.ipynb #5f57c42a
 class NonFiniteLossError(RuntimeError):
     "The loss or gradient became NaN or Inf; the run stopped, its weights those of the last good step."
 
@@ -152,7 +152,7 @@ class TrainState:
         return cls(model, EMA(model, tc.ema_decay, tc.ema_warmup), opt, sched, WindowStats(device),
                    flag(False, torch.bool), flag(-1, torch.long), 0, [])
 
-# %% ../nbs/12_train.ipynb #81816869
+# %% ../nbs/12_train.ipynb #c0890c2b
 @torch.no_grad()
 def _guarded_update(self, grad_clip: float) -> torch.Tensor:
     "Clip, then AdamW + schedule + EMA, skipped on the device if the gradient norm is not finite; returns the norm."
@@ -174,7 +174,7 @@ def _raise_if_bad(self, last_checkpoint) -> None:
 
 TrainState.update, TrainState.raise_if_bad = _guarded_update, _raise_if_bad
 
-# %% ../nbs/12_train.ipynb #b99fb6be
+# %% ../nbs/12_train.ipynb #9fc34448
 def _state_dict(self, cfg: ExperimentConfig, rngs: list, world_size: int, global_batch: int) -> dict:
     "Everything a resumed run needs to continue bit for bit (all ranks' RNG states included)."
     return {"format": 2, "step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
@@ -191,7 +191,7 @@ def _load_state_dict(self, state: dict, ctx: DistContext) -> None:
 
 TrainState.state_dict, TrainState.load_state_dict = _state_dict, _load_state_dict
 
-# %% ../nbs/12_train.ipynb #c94a56e6
+# %% ../nbs/12_train.ipynb #e32c2eee
 RESUMABLE_KEYS = {("training", k) for k in ("steps", "threads", "device", "keep_checkpoints", "pin_checkpoints", "check_model",
                                             "checkpoint_every", "batch_size", "accumulate")} | \
                  {("data", "num_workers"), ("data", "latents_dir")} | {("eval", k) for k in ("n_samples", "sample_steps", "seed", "batch_size")}
@@ -219,7 +219,7 @@ def check_resume(state: dict, # the checkpoint being resumed
         raise ValueError(f"global batch {global_batch} (batch_size x processes x accumulate) differs from the checkpoint's "
                          f"{state['global_batch']}: set training.batch_size / training.accumulate to keep it")
 
-# %% ../nbs/12_train.ipynb #ecd80ce6
+# %% ../nbs/12_train.ipynb #bd8d5d2a
 class RunWriter:
     "Files of a run folder (rank 0 writes; nothing without a folder)."
     def __init__(self, out_dir, cfg: ExperimentConfig, ctx: DistContext, resume: bool):
@@ -241,7 +241,7 @@ class RunWriter:
             return str(found[1])
         return Path(gather_objects(first_error(self.ctx, pick, main_only=True), self.ctx)[0])
 
-# %% ../nbs/12_train.ipynb #9ef27577
+# %% ../nbs/12_train.ipynb #28b36782
 def _start(self, cfg: ExperimentConfig, dataset, start_step: int) -> None:
     "Write the config (and latent statistics) and open the logs."
     self.cfg = cfg
@@ -277,7 +277,7 @@ def _close(self):
 
 RunWriter.start, RunWriter.save, RunWriter.finish, RunWriter.close = _start, _save, _finish, _close
 
-# %% ../nbs/12_train.ipynb #e7c30f9f
+# %% ../nbs/12_train.ipynb #a505e641
 def train_step(state: TrainState, # model, optimiser, EMA, log window
                objective: torch.nn.Module, # `MeanFlowObjective` (possibly inside DDP)
                micro: list, # this rank's micro-batches `[(x, e, t, r), ...]`
@@ -314,7 +314,7 @@ def _threads(n: int):
     try: yield
     finally: torch.set_num_threads(before)   # the run's thread count does not leak into the caller's session
 
-# %% ../nbs/12_train.ipynb #5cd01732
+# %% ../nbs/12_train.ipynb #4fa7665b
 def train(cfg: ExperimentConfig, # the run's config
           out_dir: str | Path | None = None, # run folder (None: nothing written)
           resume: bool = False, # continue the run in `out_dir`
@@ -352,7 +352,7 @@ def train(cfg: ExperimentConfig, # the run's config
         finally: run.close()
         return TrainResult(state.model, state.ema, state.log, run.out, cfg, state.step, stop.received if state.step < end else None)
 
-# %% ../nbs/12_train.ipynb #7ac9374c
+# %% ../nbs/12_train.ipynb #ea23719f
 @contextlib.contextmanager
 def _session(tc):
     "The process's distributed context for a run; a process group made here is destroyed on exit."
@@ -390,7 +390,7 @@ def _prepare(cfg, dataset, model, run: RunWriter, ctx: DistContext, resume: bool
     if tc.check_model and not resume: _check_model(state.model, dataset, cfg, ctx)
     return state, wrap_ddp(MeanFlowObjective(state.model, cfg.loss, ctx.device), ctx), stream, state.step
 
-# %% ../nbs/12_train.ipynb #0cbca87a
+# %% ../nbs/12_train.ipynb #26a4288a
 def _log(state: TrainState, run: RunWriter, ctx: DistContext, stream: BatchStream, clock: list, bar) -> None:
     "Close the log window: one entry in the log, the JSONL file, TensorBoard and the progress bar."
     entry = {**state.stats.entry(state.step, ctx), "lr": state.sched.get_last_lr()[0]}
@@ -413,7 +413,7 @@ def _save_on_error(run: RunWriter, state, stream, ctx: DistContext, error: Excep
         warnings.warn(f"training failed at step {state.step + 1}; finished work kept in {run.last}")
     except Exception: pass
 
-# %% ../nbs/12_train.ipynb #d920c74f
+# %% ../nbs/12_train.ipynb #b006b841
 def _warn_if_large(model: torch.nn.Module, device: torch.device, cpu_params: float = 50e6) -> None:
     "Warn before training a large network on a CPU, with the memory its state alone takes."
     n = sum(p.numel() for p in model.parameters())

@@ -145,9 +145,15 @@ def test_dashboards_on_samples_in_memory(cls):
     figs = dict(dash.figures)
     dash.controls.n.value = 500
     assert dash.metrics["n_samples"] == 500 and all(dash.figures[k] is figs[k] for k in figs)
-    vol = ToroidDataset(ToroidConfig(n_samples=50, mode="volumetric", spatial_size=4))
+    vol = ToroidDataset(ToroidConfig(n_samples=100, mode="volumetric", spatial_size=4))
     vdash = cls.from_samples(vol.tensor(), embedding=vol.config)
     assert vdash.metrics["distance_max"] < 1e-5 and vdash.metrics["offspan_residual_mean"] < 1e-5
+    few = vol.tensor()[:50]                         # too few for a uniformity verdict (neuromf.metrics.torus.MIN_UNIFORMITY_N)
+    if cls is AngularKSDashboard:
+        with pytest.raises(ValueError, match="n=50 sample.*needs n >= 100"): cls.from_samples(few, embedding=vol.config)
+    else:
+        small = cls.from_samples(few, embedding=vol.config).metrics
+        assert small["n_samples"] == 50 and small["distance_max"] < 1e-5 and "ks_p_theta1" not in small
     bundle = dash._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
 

@@ -11,6 +11,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from .common import SampleDashboard, SampleDraw, fmt, metrics_table, update_in_place
+from ..metrics.torus import MIN_UNIFORMITY_N, check_uniformity_n
 
 # %% auto #0
 __all__ = ['JOINT_BINS', 'ANGLE_BINS', 'P_THRESHOLD', 'P_FLOOR', 'KS_ROWS', 'ecdf_gap', 'ecdf_steps', 'angular_figures',
@@ -108,6 +109,8 @@ class AngularKSDashboard(SampleDashboard):
 
     def update(self, draw: SampleDraw):
         m, f = draw.metrics, self.figures
+        if "ks_p_theta1" not in m:
+            check_uniformity_n(m["n_samples"], MIN_UNIFORMITY_N, "the angular KS dashboard", "show more samples (n_samples)")
         ang = draw.angles[: m["ks_n"]]
         traces, layout = {}, {}
         for col, key in enumerate(("theta1", "theta2")):

@@ -13,7 +13,7 @@ import torch
 import ipywidgets as widgets
 from ..config import load_config
 from ..data.toroid import ToroidConfig, TorusEmbedding, torus_angles
-from ..metrics.torus import torus_metrics
+from ..metrics.torus import torus_metrics, MIN_UNIFORMITY_N
 from ..sampling import sample_multi_step, sample_one_step
 from ..train import RunFolder, load_run, train
 
@@ -56,7 +56,8 @@ def make_draw(samples: torch.Tensor, noise: torch.Tensor | None = None, embeddin
     if noise is not None:
         e = noise.detach().double().cpu()
         e = embedding.project(e) if embedding is not None else e
-    return SampleDraw(points, torus_metrics(points, e, residual), e, residual, label, seconds)
+    metrics = torus_metrics(points, e, residual, uniformity=points.shape[0] >= MIN_UNIFORMITY_N)   # too few: no verdict
+    return SampleDraw(points, metrics, e, residual, label, seconds)
 
 # %% ../../nbs/20_dashboards.common.ipynb #2cc78c0c
 class RunSampler:

@@ -8,7 +8,27 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['LP_REDUCTIONS', 'lp_loss']
+__all__ = ['LP_REDUCTIONS', 'check_channel_weights', 'lp_loss']
+
+# %% ../../nbs/03_losses.lp.ipynb #e2a7b3c1
+def check_channel_weights(channel_weights, # one weight per channel: a sequence or a 1-d tensor
+                          n_channels: int, # the size of the channel axis (dim 1) they weigh
+                         ) -> torch.Tensor:
+    "The weights as a `(n_channels,)` tensor, or a `ValueError` naming the bad value(s)."
+    try: w = torch.as_tensor(channel_weights)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"channel_weights={channel_weights!r} must be {n_channels} numbers, one per channel ({e})") from None
+    if not (w.is_floating_point() or w.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"channel_weights must be real numbers, got dtype {w.dtype}")
+    vals = w.detach().double().cpu()
+    shown = vals.flatten().tolist()
+    if w.ndim != 1 or w.shape[0] != n_channels:
+        raise ValueError(f"channel_weights={shown} has shape {tuple(w.shape)}: need exactly {n_channels} values, one per channel (dim 1)")
+    bad = [i for i, v in enumerate(shown) if not (math.isfinite(v) and v >= 0)]
+    if bad:
+        raise ValueError(f"channel_weights={shown}: weight(s) must be finite and >= 0; bad at channel(s) {bad}: {[shown[i] for i in bad]}")
+    if not any(shown): raise ValueError(f"channel_weights={shown} are all zero: the loss would be identically 0")
+    return w if w.is_floating_point() else w.double()
 
 # %% ../../nbs/03_losses.lp.ipynb #9f8f09db
 LP_REDUCTIONS = ("none", "mean", "sum")
@@ -26,9 +46,7 @@ def lp_loss(pred: torch.Tensor, target: torch.Tensor, p: float = 2.0, channel_we
     err = diff * diff if p == 2 else diff.abs().pow(p)
     per_channel = err.reshape(err.shape[0], err.shape[1], -1).sum(-1)             # (B, C)
     if channel_weights is not None:
-        w = torch.as_tensor(channel_weights, dtype=per_channel.dtype, device=per_channel.device)
-        if w.shape != (pred.shape[1],):
-            raise ValueError(f"channel_weights must have shape ({pred.shape[1]},), got {tuple(w.shape)}")
-        per_channel = per_channel * w
+        w = check_channel_weights(channel_weights, pred.shape[1])
+        per_channel = per_channel * w.to(dtype=per_channel.dtype, device=per_channel.device)
     per_sample = per_channel.sum(1)
     return {"none": per_sample, "mean": per_sample.mean(), "sum": per_sample.sum()}[reduction]

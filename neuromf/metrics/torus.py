@@ -11,8 +11,8 @@ from scipy import stats
 from ..data.toroid import torus_angles, torus_point
 
 # %% auto #0
-__all__ = ['SQRT_HALF', 'pair_norms', 'torus_distance', 'nearest_torus_point', 'exact_one_step_map', 'wrapped_angle_difference',
-           'ks_uniform_angles', 'joint_uniformity', 'torus_metrics']
+__all__ = ['SQRT_HALF', 'MIN_UNIFORMITY_N', 'pair_norms', 'torus_distance', 'nearest_torus_point', 'exact_one_step_map',
+           'wrapped_angle_difference', 'check_uniformity_n', 'ks_uniform_angles', 'joint_uniformity', 'torus_metrics']
 
 # %% ../../nbs/10_metrics.torus.ipynb #25e5b2b9
 SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -44,15 +44,38 @@ def wrapped_angle_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.remainder(a - b + math.pi, 2 * math.pi).sub(math.pi).abs()
 
 # %% ../../nbs/10_metrics.torus.ipynb #537a816d
-def ks_uniform_angles(angles: torch.Tensor) -> tuple[float, float]:
+MIN_UNIFORMITY_N = 100   # fewest samples a uniformity verdict is computed on (see "How many samples a verdict needs")
+
+def check_uniformity_n(n: int, # samples the test would see
+                       min_n: int = MIN_UNIFORMITY_N, # the fewest it accepts
+                       what: str = "a uniformity test", # the test, for the message
+                       hint: str = "draw more samples", # what to do, for the message
+                      ) -> None:
+    "Refuse a uniformity verdict on fewer than `min_n` samples, naming both numbers."
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 1: raise ValueError(f"min_n={min_n!r} must be an int >= 1")
+    if n < min_n:
+        raise ValueError(f"{what} on n={n} sample(s) refused: a uniformity verdict needs n >= {min_n} "
+                         f"(with fewer, a pass cannot rule out clearly non-uniform angles); {hint}")
+
+def ks_uniform_angles(angles: torch.Tensor, # `(N,)` angles in [-pi, pi]
+                      min_n: int = MIN_UNIFORMITY_N, # refuse fewer samples than this
+                     ) -> tuple[float, float]:
     "`(statistic, p)` of KS against Uniform(-pi, pi)."
-    a = angles.detach().double().cpu().numpy()
+    a = angles.detach().double().cpu().reshape(-1).numpy()
+    check_uniformity_n(len(a), min_n, "the KS test of an angle")
+    if not np.isfinite(a).all(): raise ValueError(f"angles contain {int((~np.isfinite(a)).sum())} non-finite value(s) (NaN/Inf)")
     r = stats.kstest(a, stats.uniform(loc=-math.pi, scale=2 * math.pi).cdf)
     return float(r.statistic), float(r.pvalue)
 
-def joint_uniformity(angles: torch.Tensor, bins: int = 8) -> dict:
+def joint_uniformity(angles: torch.Tensor, # `(N, 2)` angle pairs in [-pi, pi]
+                     bins: int = 8, # grid side of the chi-square test
+                     min_n: int | None = None, # refuse fewer samples (default: max(MIN_UNIFORMITY_N, bins**2), >= 1 per cell)
+                    ) -> dict:
     "Chi-square on a `bins x bins` grid and KS of the wrapped difference, plus their Bonferroni combination."
     a = angles.detach().double().cpu()
+    if a.ndim != 2 or a.shape[1] != 2: raise ValueError(f"angles must have shape (N, 2), got {tuple(a.shape)}")
+    check_uniformity_n(a.shape[0], max(MIN_UNIFORMITY_N, bins * bins) if min_n is None else min_n, "the joint uniformity test")
+    if not torch.isfinite(a).all(): raise ValueError(f"angles contain {int((~torch.isfinite(a)).sum())} non-finite value(s) (NaN/Inf)")
     idx = ((a + math.pi) / (2 * math.pi) * bins).long().clamp(0, bins - 1)
     counts = torch.bincount(idx[:, 0] * bins + idx[:, 1], minlength=bins * bins).numpy()
     chi = stats.chisquare(counts)
@@ -67,22 +90,32 @@ def _summary(prefix, x):
     return {f"{prefix}_mean": x.mean().item(), f"{prefix}_median": x.median().item(),
             f"{prefix}_p90": x.quantile(0.9).item(), f"{prefix}_max": x.max().item()}
 
-def torus_metrics(points: torch.Tensor, noise_points: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-                  ks_n: int = 10_000) -> dict:
+def torus_metrics(points: torch.Tensor, # `(N, 4)` samples (projected onto the torus's span)
+                  noise_points: torch.Tensor | None = None, # `(N, 4)` noise they came from: adds the coupling error
+                  residual: torch.Tensor | None = None, # off-span residuals: adds their mean
+                  ks_n: int = 10_000, # uniformity tests use the first `ks_n` samples
+                  uniformity: bool = True, # False: distance and coupling metrics only (any N >= 1)
+                 ) -> dict:
     "Torus metrics of samples `(N, 4)`; with the noise they came from, the coupling error; with off-span residuals, their size."
     _check_points(points)
     pts = points.detach().double().cpu()
+    if pts.shape[0] == 0: raise ValueError("points hold no samples (shape (0, 4))")
     if not torch.isfinite(pts).all(): raise ValueError(f"points contain {int((~torch.isfinite(pts)).sum())} non-finite values")
+    out = {"n_samples": pts.shape[0]}
+    if uniformity:
+        out["ks_n"] = min(ks_n, pts.shape[0])
+        check_uniformity_n(out["ks_n"], MIN_UNIFORMITY_N, f"torus_metrics' uniformity tests (KS, joint; ks_n={ks_n})",
+                           "draw more samples, or pass uniformity=False for the distance and coupling metrics alone")
     pn = pair_norms(pts)
-    out = {"n_samples": pts.shape[0], "ks_n": min(ks_n, pts.shape[0])}
     out.update(_summary("distance", torus_distance(pts)))
     out["norm_deviation_mean"] = (pts.norm(dim=1) - 1).abs().mean().item()
     out["pair_norm_deviation_12_mean"] = (pn[:, 0] ** 2 - 0.5).abs().mean().item()
     out["pair_norm_deviation_34_mean"] = (pn[:, 1] ** 2 - 0.5).abs().mean().item()
-    ang = torus_angles(pts)[: out["ks_n"]]
-    for i in (0, 1):
-        out[f"ks_stat_theta{i + 1}"], out[f"ks_p_theta{i + 1}"] = ks_uniform_angles(ang[:, i])
-    out.update({f"joint_{k}" if not k.startswith("joint") else k: v for k, v in joint_uniformity(ang).items()})
+    if uniformity:
+        ang = torus_angles(pts)[: out["ks_n"]]
+        for i in (0, 1):
+            out[f"ks_stat_theta{i + 1}"], out[f"ks_p_theta{i + 1}"] = ks_uniform_angles(ang[:, i])
+        out.update({f"joint_{k}" if not k.startswith("joint") else k: v for k, v in joint_uniformity(ang).items()})
     if noise_points is not None:
         e = noise_points.detach().double().cpu()
         if e.shape != pts.shape: raise ValueError(f"noise_points shape {tuple(e.shape)} != points shape {tuple(pts.shape)}")
