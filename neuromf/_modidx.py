@@ -506,8 +506,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'neuromf.sweep.SweepSpec': ('sweep.html#sweepspec', 'neuromf/sweep.py'),
                                'neuromf.sweep.SweepSpec.__post_init__': ('sweep.html#sweepspec.__post_init__', 'neuromf/sweep.py'),
                                'neuromf.sweep.SweepSpec.cells': ('sweep.html#sweepspec.cells', 'neuromf/sweep.py'),
-                               'neuromf.sweep._OneLineParser': ('sweep.html#_onelineparser', 'neuromf/sweep.py'),
-                               'neuromf.sweep._OneLineParser.error': ('sweep.html#_onelineparser.error', 'neuromf/sweep.py'),
                                'neuromf.sweep._atomic_write_bytes': ('sweep.html#_atomic_write_bytes', 'neuromf/sweep.py'),
                                'neuromf.sweep._check_numbers': ('sweep.html#_check_numbers', 'neuromf/sweep.py'),
                                'neuromf.sweep._csv': ('sweep.html#_csv', 'neuromf/sweep.py'),

@@ -186,8 +186,8 @@ HEADLINE = ("distance_mean", "coupling_error_mean", "ks_p_theta1", "ks_p_theta2"
 def evaluate_cell(cfg: ExperimentConfig, # the cell's config (`eval` section: noise seed, n, step counts)
                   model: torch.nn.Module, # the EMA model
                   dataset: ToroidDataset, # the cell's data (for its embedding)
-                 ) -> tuple[dict, dict]:
-    "`(samples, metrics)` of `model` (EMA weights) at each of `cfg.eval.sample_steps`, keyed by step count."
+                 ) -> tuple[dict, dict, torch.Tensor]:
+    "`(samples, metrics, noise_points)`: `model`'s samples (EMA weights) and metrics keyed by step count, and the projected noise."
     samples, metrics = evaluate_models({"ema": model}, dataset, cfg)
     emb = dataset.embedding
     for k, x in samples["ema"].items():
@@ -195,7 +195,7 @@ def evaluate_cell(cfg: ExperimentConfig, # the cell's config (`eval` section: no
         m.setdefault("offspan_residual_mean", 0.0)             # D = 4: nothing lies outside the span
         res = emb.residual(x.double()) if cfg.data.ambient_dim > 4 else torch.zeros(len(x), dtype=torch.float64)
         m["ambient_distance_mean"] = (torus_distance(emb.project(x.double())) ** 2 + res ** 2).sqrt().mean().item()
-    return samples["ema"], metrics["ema"]
+    return samples["ema"], metrics["ema"], emb.project(samples["noise"].double())
 
 # %% ../nbs/27_sweep.ipynb #c0f33b5e
 @contextmanager
@@ -256,8 +256,8 @@ def run_cell(spec: SweepSpec, # the sweep
     if res.stopped or res.step < plan["steps"]:      # SIGINT / SIGTERM: train() checkpointed and returned early
         raise KeyboardInterrupt(f"{res.stopped or 'stopped'} at step {res.step} of {plan['steps']} in cell {cell.name} (checkpoint kept)")
     t0 = time.perf_counter()
-    with torch_threads(cfg.training.threads): samples, metrics = evaluate_cell(cfg, res.ema_model(), dataset)
-    atomic_save({"ema": samples, "noise": "neuromf.evaluate.evaluation_noise(config)"}, cell_dir / "samples.pt")
+    with torch_threads(cfg.training.threads): samples, metrics, noise_points = evaluate_cell(cfg, res.ema_model(), dataset)
+    atomic_save({"ema": samples, "noise_points": noise_points}, cell_dir / "samples.pt")
     result = {"cell": {**asdict(cell), "name": cell.name, "variant": cell.variant}, **plan,
               "train_wall_s": wall, "train_cpu_s": cpu, "train_steps_per_s": (plan["steps"] - start) / wall if plan["steps"] > start else None,
               "resumed_from_step": start, "eval_wall_s": time.perf_counter() - t0, "threads": cfg.training.threads,
@@ -468,12 +468,7 @@ def run_sweep(spec: SweepSpec, # the grid and shared settings
         atomic_write_text(json.dumps(calls, indent=1), out / "calls.json")
         return write_report(out, collect_results(out), calls, settings, figures)
 
-# %% ../nbs/27_sweep.ipynb #fbf1c18b
-class _OneLineParser(argparse.ArgumentParser):
-    "argparse that reports a usage error in one line (exit status 2)."
-    def error(self, message):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr); sys.exit(2)
-
+# %% ../nbs/27_sweep.ipynb #25ccea54
 def _csv(kind):
     "An argparse type: a comma-separated list of `kind` (int or str)."
     def parse(s: str) -> list:
@@ -489,7 +484,7 @@ def _csv(kind):
 def parse_args(argv: list | None = None, # command-line arguments (default: sys.argv[1:])
               ) -> argparse.Namespace:
     "The options of `neuromf-sweep`."
-    p = _OneLineParser(prog="neuromf-sweep", description="u- vs x-prediction, MF vs iMF, as the torus is embedded in R^D; equal wall-clock budget per run.",
+    p = argparse.ArgumentParser(prog="neuromf-sweep", description="u- vs x-prediction, MF vs iMF, as the torus is embedded in R^D; equal wall-clock budget per run.",
                        epilog="example: neuromf-sweep --out runs/sweep --dims 4,64,1024 --pred u,x --loss mf --budget-s 60")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep folder (default: runs/sweep); re-run to resume")
     p.add_argument("--dims", type=_csv(int), default=list(DEFAULT_DIMS), help="ambient dimensions, >= 4 (default: 4,16,64,256,1024)")
@@ -507,7 +502,7 @@ def parse_args(argv: list | None = None, # command-line arguments (default: sys.
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip sweep.html and sweep.png")
     p.add_argument("overrides", nargs="*", help="dotted config overrides for every cell, e.g. model.hidden_dim=128")
-    return add_debug_flag(p).parse_args(argv)
+    return add_debug_flag(p).parse_intermixed_args(argv)     # add_debug_flag: usage errors become one-line CLIErrors
 
 # %% ../nbs/27_sweep.ipynb #c85abd48
 def _sweep_command(argv: list) -> int:
