@@ -18,6 +18,7 @@ _EXPORTS = {
     "neuromf.data.latents": ["LatentDataset", "load_latent", "save_latent", "write_latent_folder", "write_toroid_latents"],
     "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard"],
     "neuromf.model_check": ["check_model", "ModelCheckError", "ModelCheckReport"],
+    "neuromf.sweep": ["SweepSpec", "run_sweep"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)
