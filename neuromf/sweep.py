@@ -148,9 +148,7 @@ def sweep_dataset(data_cfg: ToroidConfig, # the torus (r4 mode, any ambient_dim)
                  ) -> ToroidDataset:
     "The torus of `data_cfg` (r4 mode, any `ambient_dim`) with samples embedded batch by batch instead of stored as `(N, D)`."
     if data_cfg.mode != "r4": raise ValueError(f"data.mode={data_cfg.mode!r}: the ambient-dimension sweep embeds r4 points; use data.mode=r4")
-    ds = ToroidDataset(replace(data_cfg, ambient_dim=4))      # the (N, 4) points: independent of ambient_dim
-    ds.config, ds.embedding, ds._data = data_cfg, TorusEmbedding(data_cfg), None   # batch() then embeds on the fly
-    return ds
+    return ToroidDataset(data_cfg)                            # large embeddings are rendered batch by batch
 
 # %% ../nbs/27_sweep.ipynb #21c7d22c
 def measure_speed(cfg: ExperimentConfig, # the variant's config (its steps are ignored)

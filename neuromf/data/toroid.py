@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['TOROID_MODES', 'torus_point', 'torus_angles', 'ToroidConfig', 'embedding_matrix', 'volume_patterns', 'TorusEmbedding',
-           'ToroidDataset']
+__all__ = ['TOROID_MODES', 'MATERIALISE_LIMIT', 'torus_point', 'torus_angles', 'ToroidConfig', 'embedding_matrix',
+           'volume_patterns', 'TorusEmbedding', 'ToroidDataset']
 
 # %% ../../nbs/01_data.toroid.ipynb #da5bb10a
 def torus_point(angles: torch.Tensor) -> torch.Tensor:
@@ -114,6 +114,8 @@ class TorusEmbedding:
         return (x.reshape(x.shape[0], -1).pow(2).sum(-1) - p.pow(2).sum(-1)).clamp_min(0).sqrt()
 
 # %% ../../nbs/01_data.toroid.ipynb #939d23cb
+MATERIALISE_LIMIT = 2 ** 25        # numbers; above this, samples are embedded batch by batch
+
 class ToroidDataset(Dataset):
     "Samples on the torus: `(D,)` points in r4 mode, `(4, S, S, S)` volumes in volumetric mode (float32)."
     def __init__(self, config: ToroidConfig | None = None, dtype: torch.dtype = torch.float32):
@@ -123,7 +125,8 @@ class ToroidDataset(Dataset):
         self.angles = (torch.rand(config.n_samples, 2, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
         self.points = torus_point(self.angles)                      # (N, 4) float64 ground truth
         self.embedding = TorusEmbedding(config)
-        self._data = self.embedding.embed(self.points).to(dtype) if config.mode == "r4" else None
+        small = config.mode == "r4" and config.n_samples * config.ambient_dim <= MATERIALISE_LIMIT
+        self._data = self.embedding.embed(self.points).to(dtype) if small else None
 
     def __len__(self): return self.config.n_samples
 
