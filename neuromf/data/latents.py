@@ -37,7 +37,10 @@ def load_latent(path: str | Path) -> torch.Tensor:
             if a.ndim != 4: raise ValueError(f"NIfTI array of shape {a.shape}: expected (X, Y, Z) or (X, Y, Z, C)")
             x = torch.from_numpy(np.moveaxis(a, -1, 0).copy())
     except Exception as e:
-        raise ValueError(f"cannot read latent file {path}: {type(e).__name__}: {e}") from e
+        why = (str(e).strip().splitlines() or [""])[0][:160]           # torch's unpickling errors run to a page
+        if "Weights only load failed" in why or "pickle" in type(e).__name__.lower():
+            why = "not a tensor saved by torch.save (corrupt, truncated, or another format)"
+        raise ValueError(f"cannot read latent file {path}: {type(e).__name__}: {why}") from e
     if not x.is_floating_point(): raise ValueError(f"latent file {path} holds dtype {x.dtype}, expected floating values")
     return x.float()
 
