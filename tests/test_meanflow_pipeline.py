@@ -185,7 +185,7 @@ def test_train_with_unet_config(tmp_path):
     "neuromf.train runs the volumetric UNet config (tiny) end to end, and the run folder reloads."
     from neuromf.train import load_run
     cfg = load_config(CONFIG, ["training.steps=2", "training.warmup_steps=1", "training.batch_size=2", "training.log_every=1", "training.checkpoint_every=2",
-                               "data.spatial_size=8", "data.n_samples=16", "eval.n_samples=4"])
+                               "data.spatial_size=8", "data.n_samples=16", "eval.n_samples=100"])
     assert isinstance(build_model(cfg), MAISIUNetWrapper)
     res = train(cfg, tmp_path / "run", progress=False)
     assert len(res.log) == 2 and all(math.isfinite(e["raw"]) for e in res.log)
