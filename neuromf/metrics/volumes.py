@@ -16,15 +16,16 @@ from ..mri.autoencoder import read_state_dict, load_state_dict_checked
 __all__ = ['MS_SSIM_WEIGHTS', 'FID_NEEDS_FILE', 'latent_mmd', 'ms_ssim_settings', 'pairwise_ms_ssim', 'load_feature_net',
            'medicalnet_features', 'fid', 'volume_metrics']
 
-# %% ../../nbs/30_metrics.volumes.ipynb #dce6d643
+# %% ../../nbs/30_metrics.volumes.ipynb #9e6c08b6
 def latent_mmd(real: torch.Tensor, # real latents `(M, C, *spatial)`
                generated: torch.Tensor, # generated latents, same shape per sample
               ) -> float:
-    "MONAI's unbiased linear-kernel MMD² between two sets of latents, per value (divided by `C * prod(spatial)`)."
+    "MONAI's unbiased linear-kernel MMD² between two sets of latents (the first `min(M, N)` of each), per value."
     if real.shape[1:] != generated.shape[1:]:
         raise ValueError(f"real latents {tuple(real.shape[1:])} and generated latents {tuple(generated.shape[1:])} differ in shape")
-    if min(len(real), len(generated)) < 2: raise ValueError(f"MMD needs at least 2 samples per set (got {len(real)} and {len(generated)})")
-    mmd = MMDMetric()(real.double().flatten(1), generated.double().flatten(1))
+    k = min(len(real), len(generated))
+    if k < 2: raise ValueError(f"MMD needs at least 2 samples per set (got {len(real)} and {len(generated)})")
+    mmd = MMDMetric()(real[:k].double().flatten(1), generated[:k].double().flatten(1))
     return float(mmd) / real[0].numel()
 
 # %% ../../nbs/30_metrics.volumes.ipynb #021c9675
