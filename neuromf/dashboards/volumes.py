@@ -147,7 +147,7 @@ def sets_from_run(run: str | Path, # a run folder trained on latents
     factor = downsample_factor(getattr(autoencoder, "neuromf_config", None) or _cfg())
     return VolumeSets(rv, gv, rl, z, output_geometry(stats, factor)["spacing"], rnames, [f"sample {i}" for i in range(n)], factor)
 
-# %% ../../nbs/31_dashboards.volumes.ipynb #5b41391a
+# %% ../../nbs/31_dashboards.volumes.ipynb #0572d4fa
 _GREY = "Greys_r"
 _COLORS = {"real": "#4c78a8", "generated": "#e45756"}
 
@@ -175,15 +175,15 @@ def volume_figures() -> dict:
                            go.Histogram(x=[], name="generated (all voxels)", histnorm="probability density", opacity=0.55, marker_color=_COLORS["generated"], nbinsx=60),
                            go.Histogram(x=[], name="selected generated sample", histnorm="probability density", nbinsx=60,
                                         marker=dict(color="rgba(0,0,0,0)", line=dict(color="#1f2328", width=1.5)))],
-                          layout=dict(barmode="overlay", width=500, height=320, template="plotly_white", margin=dict(l=50, r=10, t=50, b=40),
+                          layout=dict(barmode="overlay", width=500, height=340, template="plotly_white", margin=dict(l=50, r=10, t=40, b=95),
                                       title=dict(text="Intensities", font_size=14), xaxis_title="value", yaxis_title="density",
-                                      legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom", font_size=11)))
+                                      legend=dict(orientation="h", x=0, y=-0.28, yanchor="top", font_size=11)))
     stats = go.Figure([go.Bar(x=[], y=[], name="real", marker_color=_COLORS["real"], error_y=dict(type="data", array=[], visible=True)),
                        go.Bar(x=[], y=[], name="generated", marker_color=_COLORS["generated"], error_y=dict(type="data", array=[], visible=True)),
                        go.Scatter(x=[], y=[], mode="markers", name="selected generated sample", marker=dict(symbol="diamond", size=10, color="#1f2328"))],
-                      layout=dict(barmode="group", width=480, height=320, template="plotly_white", margin=dict(l=50, r=10, t=50, b=40),
+                      layout=dict(barmode="group", width=480, height=340, template="plotly_white", margin=dict(l=50, r=10, t=40, b=95),
                                   title=dict(text="Latent channels: mean ± std", font_size=14), xaxis_title="channel", yaxis_title="value",
-                                  legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom", font_size=11)))
+                                  legend=dict(orientation="h", x=0, y=-0.28, yanchor="top", font_size=11)))
     return {"slices": go.FigureWidget(slices), "histogram": go.FigureWidget(histogram), "latent_stats": go.FigureWidget(stats)}
 
 # %% ../../nbs/31_dashboards.volumes.ipynb #2e0156c1
