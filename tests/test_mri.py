@@ -1,4 +1,5 @@
-"""MRI path (issue 10): NIfTI scans -> MAISI latents -> MeanFlow run -> one-step samples -> decoded NIfTI, with MONAI's
+"""MRI path (issue 10): NIfTI scans -> MAISI latents (neuromf-encode) -> MeanFlow run (neuromf-train) -> one-step samples ->
+decoded NIfTI (neuromf-sample), with MONAI's
 real AutoencoderKlMaisi (small, randomly initialised, saved to a file and loaded through the same code a user's MAISI
 weights go through); bad inputs give one-line errors naming what is wrong."""
 import contextlib, io, json, os
@@ -16,6 +17,7 @@ from neuromf.mri import sample as smp
 from neuromf.mri.autoencoder import autoencoder_config, build_autoencoder, load_autoencoder, save_autoencoder
 from neuromf.mri.encode import EncodeSettings, encode_folder, prepare_image, reconstruct_folder, write_nifti, write_phantoms
 from neuromf.train import RunFolder, train
+from neuromf.train_cli import main as train_main
 
 SMALL = autoencoder_config(num_channels=[8, 8, 8], num_res_blocks=[1, 1, 1], norm_num_groups=4)
 SETTINGS = ["--spacing", "3", "3", "3", "--image-size", "32", "32", "32", "--no-progress"]
@@ -38,13 +40,12 @@ def setup(tmp_path_factory):
     code, out, err = run_cli(enc.main, "--images", root / "scans", "--out", root / "latents", "--autoencoder", root / "ae.pt",
                              "--autoencoder-config", root / "ae.yaml", *SETTINGS)
     assert code == 0, err
-    ds = LatentDataset(root / "latents", normalize=True)
-    cfg = load_config(overrides=["model.arch=maisi_unet", "data.mode=volumetric", "data.spatial_size=8", "training.steps=2",
-                                 "training.batch_size=2", "training.warmup_steps=1", "training.checkpoint_every=1", "training.threads=1"])
-    train(cfg, root / "run", progress=False, dataset=ds)
-    (root / "run/latent_stats.json").write_text(json.dumps({"mean": ds.mean.tolist(), "std": ds.std.tolist(), "shape": list(ds.shape),
-                                                             "normalize": True, "latents_dir": str(root / "latents")}))
-    return root, load_autoencoder(root / "ae.pt", root / "ae.yaml"), ds
+    (root / "train.yaml").write_text(f"data:\n  source: latents\n  latents_dir: {root / 'latents'}\n  normalize: true\n"
+                                     "model:\n  arch: maisi_unet\ntraining:\n  steps: 2\n  batch_size: 2\n  warmup_steps: 1\n"
+                                     "  checkpoint_every: 1\n  threads: 1\n")
+    code, out, err = run_cli(train_main, "--config", root / "train.yaml", "--out", root / "run", "--no-progress")
+    assert code == 0, err
+    return root, load_autoencoder(root / "ae.pt", root / "ae.yaml"), LatentDataset(root / "latents", normalize=True)
 
 
 def test_encoder_output_is_bit_equal_to_monai_autoencoder(setup, tmp_path):

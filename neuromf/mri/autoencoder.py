@@ -62,7 +62,7 @@ def downsample_factor(config: dict # autoencoder arguments
     "How much smaller per axis a latent is than its image: one halving per level but the last."
     return 2 ** (len(config["num_channels"]) - 1)
 
-# %% ../../nbs/28_mri.autoencoder.ipynb #b82e68bd
+# %% ../../nbs/28_mri.autoencoder.ipynb #d0c7efbd
 def build_autoencoder(config: dict | str | Path | None = None, # arguments, a config file, or None for MAISI's architecture
                      ) -> AutoencoderKlMaisi:
     "A randomly initialised `AutoencoderKlMaisi` in eval mode."
@@ -78,7 +78,7 @@ def _describe(cfg: dict) -> str:
 def save_autoencoder(ae: nn.Module, # the network to save
                      path: str | Path) -> Path:
     "Write `ae.state_dict()` to `path` atomically."
-    from neuromf.train import atomic_save
+    from neuromf.checkpoint import atomic_save
     atomic_save(ae.state_dict(), Path(path)); return Path(path)
 
 # %% ../../nbs/28_mri.autoencoder.ipynb #75eefd1b
