@@ -1,7 +1,7 @@
 """The whole MRI path on data the project makes itself, on a CPU, in minutes:
 
   synthetic brain-like phantoms (NIfTI) -> a small MAISI autoencoder trained on them -> neuromf-encode -> a MeanFlow
-  MAISI UNet (small preset) trained on the standardised latents -> neuromf-sample (1 step, EMA) -> decoded NIfTI
+  MAISI UNet (small preset) trained on the standardised latents (neuromf-train, configs/mri_example.yaml) -> neuromf-sample (1 step, EMA) -> decoded NIfTI
   volumes -> metrics (latent MMD, MS-SSIM among samples, reconstruction error; FID with --feature-net) -> a summary.
 
 What it proves: every piece of the path runs end to end with MONAI's real components and the files are what they say
@@ -24,18 +24,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "mri_example")
     p.add_argument("--n-scans", type=int, default=40, help="phantoms to make (the last 8 are held out)")
-    p.add_argument("--size", type=int, default=64, help="phantom size (voxels per axis, multiple of 32)")
-    p.add_argument("--spacing", type=float, default=3.0, help="phantom voxel size in mm")
-    p.add_argument("--ae-steps", type=int, default=300, help="autoencoder training steps")
-    p.add_argument("--train-steps", type=int, default=300, help="MeanFlow training steps")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=int, default=32, help="phantom size (voxels per axis, multiple of 32)")
+    p.add_argument("--spacing", type=float, default=6.0, help="phantom voxel size in mm")
+    p.add_argument("--ae-steps", type=int, default=150, help="autoencoder training steps")
+    p.add_argument("--train-steps", type=int, default=400, help="MeanFlow training steps (configs/mri_example.yaml)")
     p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--feature-net", type=Path, help="MedicalNet-style ResNet weights for FID (optional)")
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
 
 
-AE_CONFIG = dict(num_channels=[16, 32, 32], num_res_blocks=[1, 1, 1], norm_num_groups=8)
+AE_CONFIG = dict(num_channels=[8, 16, 32], num_res_blocks=[1, 1, 1], norm_num_groups=8)   # 4 latent channels, 4x smaller
 
 
 def stage(name, t0=[time.perf_counter()]):
@@ -88,9 +87,16 @@ def main(argv=None):
     timings["encode"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    stage(f"4/6 MeanFlow training: {a.train_steps} steps, MAISI UNet (small preset) on standardised latents")
+    stage(f"4/6 neuromf-train: {a.train_steps} steps, MAISI UNet (small preset) on standardised latents")
     run = out / "run"
-    train_latents(out / "latents", run, a)
+    from neuromf.train_cli import main as train_main
+    from neuromf.checkpoint import list_checkpoints
+    done = list_checkpoints(run)
+    if not done or done[-1][0] < a.train_steps:
+        code = train_main(["--config", str(ROOT / "configs" / "mri_example.yaml"), "--out", str(run), *(["--resume"] if done else []),
+                           f"data.latents_dir={out / 'latents'}", f"training.steps={a.train_steps}", f"training.threads={a.threads}",
+                           f"training.warmup_steps={min(20, a.train_steps)}", f"training.checkpoint_every={min(100, a.train_steps)}"])
+        if code: sys.exit(f"neuromf-train failed with exit code {code}")
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -133,22 +139,6 @@ def main(argv=None):
     print("wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     print(f"written: {out}/samples/volumes/*.nii.gz, {out}/example_metrics.json")
     return 0
-
-
-def train_latents(latents: Path, run: Path, a):
-    "MeanFlow on the latent folder: MAISI UNet, small preset, standardised latents."
-    from neuromf.config import load_config
-    from neuromf.data.latents import LatentDataset
-    from neuromf.train import list_checkpoints, train
-    ds = LatentDataset(latents, normalize=True)
-    cfg = load_config(overrides=["model.arch=maisi_unet", "model.unet_preset=small", "data.mode=volumetric", f"data.spatial_size={ds.shape[1]}",
-                                 f"training.steps={a.train_steps}", f"training.batch_size={a.batch_size}", "training.warmup_steps=20",
-                                 "training.lr=1e-3", "training.log_every=10", f"training.checkpoint_every={max(1, a.train_steps // 4)}",
-                                 f"training.threads={a.threads}", "training.ema_decay=0.99"])
-    done = list_checkpoints(run)
-    if not done or done[-1][0] < a.train_steps: train(cfg, run, resume=bool(done), progress=True, dataset=ds)
-    (run / "latent_stats.json").write_text(json.dumps({"mean": ds.mean.tolist(), "std": ds.std.tolist(), "shape": list(ds.shape),
-                                                        "normalize": True, "latents_dir": str(latents.resolve())}))
 
 
 if __name__ == "__main__":
