@@ -541,6 +541,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'neuromf.mri.encode._in_ipython': ('mri.encode.html#_in_ipython', 'neuromf/mri/encode.py'),
                                     'neuromf.mri.encode._latent_affine': ('mri.encode.html#_latent_affine', 'neuromf/mri/encode.py'),
                                     'neuromf.mri.encode._latent_stats': ('mri.encode.html#_latent_stats', 'neuromf/mri/encode.py'),
+                                    'neuromf.mri.encode._read_error': ('mri.encode.html#_read_error', 'neuromf/mri/encode.py'),
                                     'neuromf.mri.encode._save_latent_atomic': ( 'mri.encode.html#_save_latent_atomic',
                                                                                 'neuromf/mri/encode.py'),
                                     'neuromf.mri.encode.brain_phantom': ('mri.encode.html#brain_phantom', 'neuromf/mri/encode.py'),

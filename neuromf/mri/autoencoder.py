@@ -81,7 +81,7 @@ def save_autoencoder(ae: nn.Module, # the network to save
     from neuromf.checkpoint import atomic_save
     atomic_save(ae.state_dict(), Path(path)); return Path(path)
 
-# %% ../../nbs/28_mri.autoencoder.ipynb #75eefd1b
+# %% ../../nbs/28_mri.autoencoder.ipynb #e1e91f30
 _WRAPPERS = ("state_dict", "autoencoder", "autoencoder_state_dict", "model", "model_state_dict")
 
 def read_state_dict(path: str | Path, # a `.pt`/`.pth` file written by `torch.save`
@@ -92,7 +92,8 @@ def read_state_dict(path: str | Path, # a `.pt`/`.pth` file written by `torch.sa
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path} (nothing can be downloaded: give the path of a local file)")
     try: obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"cannot read {what} file {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:
+        raise ValueError(f"cannot read {what} file {path} (not a file written by torch.save?): {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     for key in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict): obj = obj[key]; break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -138,11 +138,18 @@ def image_transforms(settings: EncodeSettings | None = None # how to prepare sca
     size = ResizeWithPadOrCropd("image", s.image_size) if s.image_size else DivisiblePadd("image", k=s.multiple)
     return Compose([*geometry, intensity, size])
 
-# %% ../../nbs/29_mri.encode.ipynb #93cb0ac3
+# %% ../../nbs/29_mri.encode.ipynb #8c105388
 def _latent_affine(affine: np.ndarray, factor: int) -> np.ndarray:
     "Affine of the latent grid: latent voxel i covers image voxels factor*i ... factor*i + factor - 1."
     scale = np.diag([factor] * 3 + [1.0]); scale[:3, 3] = (factor - 1) / 2
     return np.asarray(affine, float) @ scale
+
+def _read_error(path: Path, e: Exception) -> str:
+    "Why a scan cannot be read: nibabel's own error when it has one (MONAI's loader only says it found no reader)."
+    import nibabel as nib
+    try: nib.load(str(path)).get_fdata(dtype=np.float32)
+    except Exception as n: e = n
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 def prepare_image(path: str | Path, # a NIfTI scan
                   settings: EncodeSettings | None = None, factor: int = 4, # the autoencoder's downsampling factor
@@ -154,7 +161,7 @@ def prepare_image(path: str | Path, # a NIfTI scan
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             d = Compose(steps[:-2])({"image": str(path)})
-    except Exception as e: raise ValueError(f"cannot read {path.name}: {type(e).__name__}: {str(e).splitlines()[-1][:200]}") from None
+    except Exception as e: raise ValueError(f"cannot read {path.name}: {_read_error(path, e)}") from None
     img = d["image"]
     if img.ndim != 4 or img.shape[0] != 1: raise ValueError(f"{path.name}: image of shape {tuple(img.shape)}; expected one 3-D volume (one channel)")
     if not torch.isfinite(img.as_tensor()).all(): raise ValueError(f"{path.name} holds non-finite values (NaN/Inf)")
