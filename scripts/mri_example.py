@@ -94,7 +94,7 @@ def main(argv=None):
     done = list_checkpoints(run)
     if not done or done[-1][0] < a.train_steps:
         code = train_main(["--config", str(ROOT / "configs" / "mri_example.yaml"), "--out", str(run), *(["--resume"] if done else []),
-                           f"data.latents_dir={out / 'latents'}", f"training.steps={a.train_steps}", f"training.threads={a.threads}",
+                           f"data.latents_dir={(out / 'latents').resolve()}", f"training.steps={a.train_steps}", f"training.threads={a.threads}",
                            f"training.warmup_steps={min(20, a.train_steps)}", f"training.checkpoint_every={min(100, a.train_steps)}"])
         if code: sys.exit(f"neuromf-train failed with exit code {code}")
     timings["train"] = time.perf_counter() - t

@@ -20,7 +20,7 @@ from ..train import RunFolder
 # %% auto #0
 __all__ = ['read_latent_stats', 'denormalize', 'sample_latents', 'output_geometry', 'sample_run', 'sample_parser', 'main']
 
-# %% ../../nbs/32_mri.sample.ipynb #84d1c828
+# %% ../../nbs/32_mri.sample.ipynb #5ee288a3
 def read_latent_stats(run_dir: str | Path # a run folder
                      ) -> dict:
     "The run's `latent_stats.json`, checked (per-channel mean and std, shape, normalize)."
@@ -33,6 +33,10 @@ def read_latent_stats(run_dir: str | Path # a run folder
     if missing: raise ValueError(f"{p} lacks {missing}")
     c = s["shape"][0]
     if len(s["mean"]) != c or len(s["std"]) != c: raise ValueError(f"{p}: mean/std need one value per channel ({c}, from shape {s['shape']})")
+    if s.get("latents_dir"):                                    # a relative path was relative to where training ran
+        d = Path(s["latents_dir"])
+        found = next((c for c in (d, Path(run_dir) / d, Path(run_dir).parent / d) if c.is_dir()), None)
+        if found is not None: s["latents_dir"] = str(found.resolve())
     return s
 
 def denormalize(x: torch.Tensor, # a batch `(B, C, *spatial)` in the model's space
