@@ -221,8 +221,8 @@ class EncodeSummary:
         if self.failed: s += f"; {len(self.failed)} failed: " + ", ".join(self.failed)
         return s + (f"; {self.note}" if self.note else "")
 
-# %% ../../nbs/29_mri.encode.ipynb #0a5df974
-def _latent_stats(out: Path, channels: int, factor: int) -> tuple[dict | None, str]:
+# %% ../../nbs/29_mri.encode.ipynb #763fad99
+def _latent_stats(out: Path, channels: int | None, factor: int) -> tuple[dict | None, str]:
     try: ds = LatentDataset(out, channels=channels, spatial_multiple=8)
     except (ValueError, FileNotFoundError) as e: return None, f"no latent statistics: {e} (pass --image-size so every scan gets the same size)"
     mean, std = ds.mean.double(), ds.std.double()
@@ -260,7 +260,7 @@ def encode_folder(images: str | Path, # folder of NIfTI scans
         summary.encoded.append(name)
     bar.close()
     if summary.n_ok:
-        summary.stats, summary.note = _latent_stats(out, int(cfg.get("latent_channels") or z.shape[0]), factor)
+        summary.stats, summary.note = _latent_stats(out, cfg.get("latent_channels"), factor)
         atomic_write_text(json.dumps({**info, "latent_stats": summary.stats}, indent=1), out / "encode_info.json")
     return summary
 

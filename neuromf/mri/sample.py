@@ -47,7 +47,7 @@ def denormalize(x: torch.Tensor, # a batch `(B, C, *spatial)` in the model's spa
     std = torch.tensor(stats["std"], dtype=x.dtype).clamp_min(1e-12).view(view)
     return x * std + torch.tensor(stats["mean"], dtype=x.dtype).view(view)
 
-# %% ../../nbs/32_mri.sample.ipynb #c87d2411
+# %% ../../nbs/32_mri.sample.ipynb #1aeb0479
 def sample_latents(run: str | Path | RunFolder, # a run folder trained on latents
                    n: int = 8, steps: int = 1, weights: str = "ema", # "ema" or "raw"
                    seed: int = 0, step: int | None = None, # checkpoint step (None: the last)
@@ -59,7 +59,7 @@ def sample_latents(run: str | Path | RunFolder, # a run folder trained on latent
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r} must be an int >= 1")
     if weights not in ("ema", "raw"): raise ValueError(f"weights={weights!r} must be 'ema' or 'raw'")
     shape = tuple(stats["shape"])
-    if tuple(rf.config.data.sample_shape) != shape:
+    if rf.config.data.sample_shape is not None and tuple(rf.config.data.sample_shape) != shape:
         raise ValueError(f"{rf.path}: latent_stats.json says shape {shape} but the run's config samples {tuple(rf.config.data.sample_shape)}")
     step = rf.steps[-1] if step is None else step
     raw, ema = rf.load_models(step)
