@@ -54,6 +54,12 @@ def test_encoder_output_is_bit_equal_to_monai_autoencoder(setup, tmp_path):
         x, meta = prepare_image(root / f"scans/{name}.nii.gz", EncodeSettings(spacing=(3, 3, 3), image_size=(32, 32, 32)))
         with torch.no_grad(): direct = ae.encode(x)[0][0]
         assert torch.equal(load_latent(root / f"latents/{name}.pt"), direct)
+    # NIfTI latents: the same values, with the latent-grid affine, readable by LatentDataset (what neuromf-train reads)
+    encode_folder(root / "scans", tmp_path / "nii", ae, EncodeSettings(spacing=(3, 3, 3), image_size=(32, 32, 32), suffix=".nii.gz"), progress=False)
+    assert torch.equal(load_latent(tmp_path / "nii/phantom_003.nii.gz"), load_latent(root / "latents/phantom_003.pt"))
+    side = json.loads((tmp_path / "nii/phantom_003.json").read_text())
+    assert np.allclose(nib.load(tmp_path / "nii/phantom_003.nii.gz").affine, side["latent_affine"], atol=1e-5)
+    assert torch.equal(LatentDataset(tmp_path / "nii").tensor(), LatentDataset(root / "latents").tensor())
     # sliding-window encoding equals MONAI's sliding_window_inference around the same encoder
     settings = EncodeSettings(spacing=(3, 3, 3), roi_size=(32, 32, 32), overlap=0.0)
     write_phantoms(tmp_path / "big", 1, (64, 64, 64), (3.0, 3.0, 3.0))
