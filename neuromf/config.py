@@ -19,13 +19,13 @@ from .models.prediction import PREDICTION_TYPES
 # %% auto #0
 __all__ = ['DATA_SOURCES', 'UNET_PRESETS', 'MODEL_ARCHS', 'TIME_SAMPLERS', 'LR_SCHEDULES', 'DEVICES', 'PRECISIONS', 'DataConfig',
            'UNetConfig', 'ModelConfig', 'TimeConfig', 'LossConfig', 'TrainingConfig', 'EvalConfig', 'ExperimentConfig',
-           'check_model_fits_data', 'load_config', 'config_to_dict', 'config_to_yaml']
+           'check_model_fits_data', 'check_loss_fits_data', 'load_config', 'config_to_dict', 'config_to_yaml']
 
-# %% ../nbs/11_config.ipynb #d6d67203
+# %% ../nbs/11_config.ipynb #dd2fd1aa
 def _bad(section, name, value, why):
     raise ValueError(f"{section}.{name}={value!r}: {why}")
 
-# %% ../nbs/11_config.ipynb #9995f286
+# %% ../nbs/11_config.ipynb #057265f1
 DATA_SOURCES = ("torus", "latents")
 
 @dataclass
@@ -50,7 +50,7 @@ class DataConfig(ToroidConfig):
         if self.source == "torus": return super().sample_shape
         return tuple(self.latent_shape) if self.latent_shape is not None else None
 
-# %% ../nbs/11_config.ipynb #478a283c
+# %% ../nbs/11_config.ipynb #439e587c
 UNET_PRESETS = ("small", "rflow")
 
 @dataclass
@@ -213,8 +213,9 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     def __post_init__(self):
         check_model_fits_data(self.model, self.data)
+        check_loss_fits_data(self.loss, self.data)
 
-# %% ../nbs/11_config.ipynb #24c85a25
+# %% ../nbs/11_config.ipynb #4356beed
 def check_model_fits_data(model: ModelConfig, # the model section
                           data: DataConfig, # the data section
                          ) -> None:
@@ -229,6 +230,15 @@ def check_model_fits_data(model: ModelConfig, # the model section
         key, value = ("spatial_size", data.spatial_size) if data.source == "torus" else ("latent_shape", list(shape))
         _bad("data", key, value, f"spatial sizes {tuple(shape[1:])} must be divisible by {f} for the UNet "
              f"(it halves them {f.bit_length() - 1} times)")
+
+# %% ../nbs/11_config.ipynb #c902bd0c
+def check_loss_fits_data(loss: LossConfig, # the loss section
+                         data: DataConfig, # the data section
+                        ) -> None:
+    "Raise unless `loss.channel_weights` (if set) has one weight per channel of `data` (when its shape is known)."
+    shape, w = data.sample_shape, loss.channel_weights
+    if w is not None and shape is not None and len(w) != shape[0]:
+        _bad("loss", "channel_weights", list(w), f"needs one weight per channel: the data has {shape[0]} (sample shape {tuple(shape)})")
 
 # %% ../nbs/11_config.ipynb #78f99d5e
 def _schema() -> DictConfig: return OmegaConf.structured(ExperimentConfig)

@@ -11,7 +11,7 @@ from .config import load_config, ExperimentConfig
 from .data.toroid import ToroidDataset
 from .evaluate import evaluate_run
 from .train import train, list_checkpoints
-from .checkpoint import checkpoint_path
+from .checkpoint import checkpoint_path, RunLock, open_run_folder
 from .cli import run_cli, add_debug_flag
 import os
 
@@ -41,7 +41,7 @@ def parse_args(argv=None, # command-line arguments
         p.add_argument("--shutdown-timeout", type=int, default=120, help="seconds workers get to checkpoint after SIGTERM (with --nproc-per-node)")
     add_debug_flag(p)
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.steps=2000 model.prediction_type=x")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)                 # options and overrides in any order
 
 def summary_table(metrics: dict) -> str:
     "Plain-text table of the headline metrics per weights and step count."
@@ -60,6 +60,12 @@ def run_experiment(cfg: ExperimentConfig, # the run's config
                    figures: bool = True, # write plotly figures
                   ) -> dict:
     "Train and, for the torus, evaluate; the metrics written to `verification_metrics.json` (or why there are none)."
+    lock = RunLock(open_run_folder(out_dir)).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
+    try: return _train_and_evaluate(cfg, out_dir, resume, progress, figures)
+    finally:
+        if lock: lock.release()
+
+def _train_and_evaluate(cfg, out_dir, resume, progress, figures) -> dict:
     t0 = time.perf_counter()
     result = train(cfg, out_dir, resume=resume, progress=progress)
     t_train = time.perf_counter() - t0
@@ -71,7 +77,7 @@ def run_experiment(cfg: ExperimentConfig, # the run's config
     out["timing"]["eval_wall_s"] = time.perf_counter() - t0
     return {**info, **out}
 
-# %% ../nbs/14_toy.ipynb #2c4e7976
+# %% ../nbs/14_toy.ipynb #ce9bda62
 def report_lines(out: dict, # what `run_experiment` returned
                  cfg: ExperimentConfig, # the run's config
                  run_dir: Path, # run folder
@@ -92,7 +98,7 @@ def report_lines(out: dict, # what `run_experiment` returned
     if cfg.data.source == "latents": lines.append(f"sample it: neuromf-sample --run {run_dir} --n 8 --steps 1 --out {run_dir}/samples")
     return lines, 0
 
-# %% ../nbs/14_toy.ipynb #009c8b2e
+# %% ../nbs/14_toy.ipynb #197b45c2
 def run_command(argv=None, # command-line arguments
                 prog: str = "neuromf-toy", # the command's name
                 config_required: bool = False, # a --config is needed

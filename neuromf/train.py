@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
-from .config import ExperimentConfig, load_config, config_to_dict, config_to_yaml, check_model_fits_data
+from .config import ExperimentConfig, load_config, config_to_dict, config_to_yaml, check_model_fits_data, check_loss_fits_data
 from .core import time_view
 from .data.toroid import ToroidDataset
 from .ema import EMA
@@ -18,7 +18,7 @@ from .models.mlp import MeanFlowMLP
 from .time_sampler import sample_logit_normal, sample_r_given_t, sample_t_r
 from .checkpoint import (atomic_save, atomic_write_text, checkpoint_path, list_checkpoints, save_checkpoint,
                                 load_checkpoint, newest_good_checkpoint, prune_checkpoints, verify_checkpoint, manifest_path,
-                                check_run_folder, RunLock, CheckpointError)
+                                check_run_folder, open_run_folder, RunLock, CheckpointError)
 from .distributed import (DistContext, init_distributed, first_error, gather_objects, rng_state, set_rng_state,
                                  wrap_ddp, BatchStream, StopSignal)
 from .trainlog import WindowStats, TrainLogger, peak_memory_mb
@@ -57,7 +57,7 @@ def lr_factor(step: int, cfg) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-# %% ../nbs/12_train.ipynb #50f18d34
+# %% ../nbs/12_train.ipynb #1002905d
 def make_dataset(cfg: ExperimentConfig, # the run's config
                  dataset=None, # a ready dataset (`len()` and `batch(indices)`), or None for the config's
                 ) -> tuple:
@@ -72,10 +72,10 @@ def make_dataset(cfg: ExperimentConfig, # the run's config
         cfg = replace(cfg, data=replace(cfg.data, latent_shape=list(got)))
     elif got != tuple(cfg.data.sample_shape):
         raise ValueError(f"dataset samples have shape {got} but the config's data.sample_shape is {cfg.data.sample_shape}")
-    check_model_fits_data(cfg.model, cfg.data)
+    check_model_fits_data(cfg.model, cfg.data); check_loss_fits_data(cfg.loss, cfg.data)
     return dataset, cfg
 
-# %% ../nbs/12_train.ipynb #aed9c226
+# %% ../nbs/12_train.ipynb #984c082b
 class StreamBatchSampler:
     "Index lists for a `DataLoader`: this rank's micro-batches of steps `start`..`end - 1`, in training order."
     def __init__(self, stream: BatchStream, rank: int, start: int, end: int):
@@ -86,7 +86,7 @@ class StreamBatchSampler:
             idx = self.stream.indices(step)
             for a in range(self.stream.accumulate): yield idx[self.stream.chunk(self.rank, a)].tolist()
 
-# %% ../nbs/12_train.ipynb #689d0f6d
+# %% ../nbs/12_train.ipynb #9b86fca3
 def step_batches(dataset, # `len()` and `batch(indices)` (in memory) or any map-style dataset (DataLoader)
                  cfg: ExperimentConfig, # the run's config
                  stream: BatchStream, # the run's global-batch stream
@@ -111,7 +111,7 @@ def step_batches(dataset, # `len()` and `batch(indices)` (in memory) or any map-
             micro.append((x.to(dev, torch.float32, non_blocking=True), e[rows], t[rows], r[rows]))
         yield micro
 
-# %% ../nbs/12_train.ipynb #960dcea9
+# %% ../nbs/12_train.ipynb #e6040d3c
 class MeanFlowObjective(torch.nn.Module):
     "`forward(x, e, t, r)` -> the MeanFlow loss of `model` (a `MeanFlowLossResult`)."
     def __init__(self, model: torch.nn.Module, loss_cfg, device=None):
@@ -126,7 +126,7 @@ class MeanFlowObjective(torch.nn.Module):
         tv = time_view(t, x)
         return meanflow_loss(self.model, (1 - tv) * x + tv * e, r, t, x, e, validate=False, **self.kw)
 
-# %% ../nbs/12_train.ipynb #b747110e
+# %% ../nbs/12_train.ipynb #5f57c42a
 class NonFiniteLossError(RuntimeError):
     "The loss or gradient became NaN or Inf; the run stopped, its weights those of the last good step."
 
@@ -152,7 +152,7 @@ class TrainState:
         return cls(model, EMA(model, tc.ema_decay, tc.ema_warmup), opt, sched, WindowStats(device),
                    flag(False, torch.bool), flag(-1, torch.long), 0, [])
 
-# %% ../nbs/12_train.ipynb #de9f38c3
+# %% ../nbs/12_train.ipynb #c0890c2b
 @torch.no_grad()
 def _guarded_update(self, grad_clip: float) -> torch.Tensor:
     "Clip, then AdamW + schedule + EMA, skipped on the device if the gradient norm is not finite; returns the norm."
@@ -174,7 +174,7 @@ def _raise_if_bad(self, last_checkpoint) -> None:
 
 TrainState.update, TrainState.raise_if_bad = _guarded_update, _raise_if_bad
 
-# %% ../nbs/12_train.ipynb #effb4599
+# %% ../nbs/12_train.ipynb #9fc34448
 def _state_dict(self, cfg: ExperimentConfig, rngs: list, world_size: int, global_batch: int) -> dict:
     "Everything a resumed run needs to continue bit for bit (all ranks' RNG states included)."
     return {"format": 2, "step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
@@ -191,7 +191,7 @@ def _load_state_dict(self, state: dict, ctx: DistContext) -> None:
 
 TrainState.state_dict, TrainState.load_state_dict = _state_dict, _load_state_dict
 
-# %% ../nbs/12_train.ipynb #33457c09
+# %% ../nbs/12_train.ipynb #e32c2eee
 RESUMABLE_KEYS = {("training", k) for k in ("steps", "threads", "device", "keep_checkpoints", "pin_checkpoints", "check_model",
                                             "checkpoint_every", "batch_size", "accumulate")} | \
                  {("data", "num_workers"), ("data", "latents_dir")} | {("eval", k) for k in ("n_samples", "sample_steps", "seed", "batch_size")}
@@ -219,15 +219,16 @@ def check_resume(state: dict, # the checkpoint being resumed
         raise ValueError(f"global batch {global_batch} (batch_size x processes x accumulate) differs from the checkpoint's "
                          f"{state['global_batch']}: set training.batch_size / training.accumulate to keep it")
 
-# %% ../nbs/12_train.ipynb #a2186fca
+# %% ../nbs/12_train.ipynb #bd8d5d2a
 class RunWriter:
     "Files of a run folder (rank 0 writes; nothing without a folder)."
     def __init__(self, out_dir, cfg: ExperimentConfig, ctx: DistContext, resume: bool):
         self.out, self.cfg, self.ctx, self.lock, self.logger, self.last = (Path(out_dir) if out_dir else None), cfg, ctx, None, None, None
         if self.out is None: return
         def prepare():
-            check_run_folder(self.out, resume)
-            self.lock = RunLock(self.out).acquire()
+            self.lock = RunLock(open_run_folder(self.out)).acquire()
+            try: check_run_folder(self.out, resume)
+            except Exception: self.lock.release(); self.lock = None; raise
         first_error(ctx, prepare, main_only=True)
 
     def resume_checkpoint(self) -> Path:
@@ -240,7 +241,7 @@ class RunWriter:
             return str(found[1])
         return Path(gather_objects(first_error(self.ctx, pick, main_only=True), self.ctx)[0])
 
-# %% ../nbs/12_train.ipynb #7286d0e9
+# %% ../nbs/12_train.ipynb #28b36782
 def _start(self, cfg: ExperimentConfig, dataset, start_step: int) -> None:
     "Write the config (and latent statistics) and open the logs."
     self.cfg = cfg
@@ -276,7 +277,7 @@ def _close(self):
 
 RunWriter.start, RunWriter.save, RunWriter.finish, RunWriter.close = _start, _save, _finish, _close
 
-# %% ../nbs/12_train.ipynb #b7a7d39f
+# %% ../nbs/12_train.ipynb #a505e641
 def train_step(state: TrainState, # model, optimiser, EMA, log window
                objective: torch.nn.Module, # `MeanFlowObjective` (possibly inside DDP)
                micro: list, # this rank's micro-batches `[(x, e, t, r), ...]`
@@ -313,7 +314,7 @@ def _threads(n: int):
     try: yield
     finally: torch.set_num_threads(before)   # the run's thread count does not leak into the caller's session
 
-# %% ../nbs/12_train.ipynb #45ed09f7
+# %% ../nbs/12_train.ipynb #4fa7665b
 def train(cfg: ExperimentConfig, # the run's config
           out_dir: str | Path | None = None, # run folder (None: nothing written)
           resume: bool = False, # continue the run in `out_dir`
@@ -324,7 +325,7 @@ def train(cfg: ExperimentConfig, # the run's config
          ) -> TrainResult:
     "Train a MeanFlow model as `cfg` says, on one process or all of torchrun's."
     tc = cfg.training
-    with _threads(tc.threads), _session(tc) as ctx, StopSignal(ctx) as stop:
+    with _threads(tc.threads), _session(tc) as ctx, _precision(tc, ctx), StopSignal(ctx) as stop:
         dataset, cfg = first_error(ctx, lambda: make_dataset(cfg, dataset))
         run = RunWriter(out_dir, cfg, ctx, resume)
         try:
@@ -351,7 +352,7 @@ def train(cfg: ExperimentConfig, # the run's config
         finally: run.close()
         return TrainResult(state.model, state.ema, state.log, run.out, cfg, state.step, stop.received if state.step < end else None)
 
-# %% ../nbs/12_train.ipynb #aefa869f
+# %% ../nbs/12_train.ipynb #ea23719f
 @contextlib.contextmanager
 def _session(tc):
     "The process's distributed context for a run; a process group made here is destroyed on exit."
@@ -361,12 +362,23 @@ def _session(tc):
     finally:
         if ctx.owns_group and dist.is_initialized(): dist.destroy_process_group()
 
+@contextlib.contextmanager
+def _precision(tc, ctx: DistContext):
+    "bf16 notes: on a CPU, oneDNN's bf16 conv3d backward gave non-finite gradients (torch 2.13), so oneDNN is off for the run."
+    if tc.precision == "bf16" and ctx.device.type == "cpu":
+        with torch.backends.mkldnn.flags(enabled=False): yield
+    else: yield
+
 def _prepare(cfg, dataset, model, run: RunWriter, ctx: DistContext, resume: bool):
     "`(state, objective, stream, start step)` of a fresh or resumed run."
     tc = cfg.training
     torch.manual_seed(tc.seed)
     model = model if model is not None else build_model(cfg, pretrained=not resume)
     _warn_if_large(model, ctx.device)
+    if tc.precision == "bf16" and cfg.loss.strategy in ("exact", "exact_func") and ctx.is_main:
+        warnings.warn(f"training.precision=bf16 with loss.strategy={cfg.loss.strategy}: the exact JVP pass also computes the network's "
+                      "output, in fp32, so most of the step stays fp32; loss.strategy=exact_nograd runs the forward and backward in bf16 "
+                      "(README: what runs in bf16)")
     state = TrainState.create(model, tc, ctx.device)
     stream = BatchStream(len(dataset), tc.batch_size, ctx.world_size, tc.accumulate, tc.seed)
     if resume:
@@ -378,7 +390,7 @@ def _prepare(cfg, dataset, model, run: RunWriter, ctx: DistContext, resume: bool
     if tc.check_model and not resume: _check_model(state.model, dataset, cfg, ctx)
     return state, wrap_ddp(MeanFlowObjective(state.model, cfg.loss, ctx.device), ctx), stream, state.step
 
-# %% ../nbs/12_train.ipynb #6e7fa3fc
+# %% ../nbs/12_train.ipynb #26a4288a
 def _log(state: TrainState, run: RunWriter, ctx: DistContext, stream: BatchStream, clock: list, bar) -> None:
     "Close the log window: one entry in the log, the JSONL file, TensorBoard and the progress bar."
     entry = {**state.stats.entry(state.step, ctx), "lr": state.sched.get_last_lr()[0]}
@@ -401,7 +413,7 @@ def _save_on_error(run: RunWriter, state, stream, ctx: DistContext, error: Excep
         warnings.warn(f"training failed at step {state.step + 1}; finished work kept in {run.last}")
     except Exception: pass
 
-# %% ../nbs/12_train.ipynb #81fa4eea
+# %% ../nbs/12_train.ipynb #b006b841
 def _warn_if_large(model: torch.nn.Module, device: torch.device, cpu_params: float = 50e6) -> None:
     "Warn before training a large network on a CPU, with the memory its state alone takes."
     n = sum(p.numel() for p in model.parameters())
