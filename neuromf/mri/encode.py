@@ -21,7 +21,7 @@ from ..checkpoint import atomic_write, atomic_write_text
 __all__ = ['IMAGE_SUFFIXES', 'brain_phantom', 'centred_affine', 'write_nifti', 'write_phantoms', 'find_images', 'image_key',
            'EncodeSettings', 'image_transforms', 'prepare_image', 'weights_digest', 'EncodeSummary', 'encode_folder',
            'read_sidecar', 'decode_to_nifti', 'reconstruct_folder', 'read_encode_info', 'settings_from_info',
-           'encoded_inputs', 'OneLineParser', 'encode_parser', 'main']
+           'encoded_inputs', 'encode_parser', 'main']
 
 # %% ../../nbs/29_mri.encode.ipynb #317da5c0
 _TISSUES = [  # (name, radii (x, y, z) relative to the head, centre, intensity), painted in this order
@@ -331,16 +331,12 @@ def encoded_inputs(latents: str | Path, limit: int | None = None) -> tuple[torch
     if not vols: raise FileNotFoundError(f"none of the source scans recorded in {latents} can be found")
     return torch.stack(vols), names
 
-# %% ../../nbs/29_mri.encode.ipynb #7d5484ba
-from ..cli import CLIError, add_debug_flag, run_cli
-
-class OneLineParser(argparse.ArgumentParser):
-    "An argument parser whose usage errors are one-line `CLIError`s."
-    def error(self, message): raise CLIError(f"{message} (see {self.prog} --help)")
+# %% ../../nbs/29_mri.encode.ipynb #af4cfd6c
+from ..cli import add_debug_flag, run_cli
 
 def encode_parser() -> argparse.ArgumentParser:
     "The arguments of `neuromf-encode`."
-    p = OneLineParser(prog="neuromf-encode", description="Encode a folder of NIfTI scans into MAISI latents for neuromf-train.")
+    p = argparse.ArgumentParser(prog="neuromf-encode", description="Encode a folder of NIfTI scans into MAISI latents for neuromf-train.")
     p.add_argument("--images", type=Path, required=True, help="folder of .nii/.nii.gz scans (searched recursively)")
     p.add_argument("--out", type=Path, required=True, help="latent folder to write (an existing one is resumed)")
     p.add_argument("--autoencoder", type=Path, required=True, help="local AutoencoderKlMaisi weights file")
