@@ -23,12 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "mri_example")
-    p.add_argument("--n-scans", type=int, default=40, help="phantoms to make (the last 8 are held out)")
+    p.add_argument("--n-scans", type=int, default=48, help="phantoms to make (the last --n-heldout are held out)")
+    p.add_argument("--n-heldout", type=int, default=16, help="phantoms kept out of training (the perfect-generator reference)")
     p.add_argument("--size", type=int, default=32, help="phantom size (voxels per axis, multiple of 32)")
     p.add_argument("--spacing", type=float, default=6.0, help="phantom voxel size in mm")
-    p.add_argument("--ae-steps", type=int, default=150, help="autoencoder training steps")
-    p.add_argument("--train-steps", type=int, default=400, help="MeanFlow training steps (configs/mri_example.yaml)")
-    p.add_argument("--n-samples", type=int, default=8)
+    p.add_argument("--ae-steps", type=int, default=400, help="autoencoder training steps")
+    p.add_argument("--train-steps", type=int, default=3000, help="MeanFlow training steps (configs/mri_example.yaml)")
+    p.add_argument("--n-samples", type=int, default=16)
+    p.add_argument("--figure", type=Path, help="also write a PNG of mid-slices, real vs generated (needs Pillow)")
     p.add_argument("--feature-net", type=Path, help="MedicalNet-style ResNet weights for FID (optional)")
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
@@ -52,7 +54,7 @@ def main(argv=None):
     from neuromf.mri.autoencoder import decode_latents, encode_images
     out, timings = a.out, {}
     out.mkdir(parents=True, exist_ok=True)
-    n_train = a.n_scans - 8
+    n_train = a.n_scans - a.n_heldout
     settings = ["--spacing", *[str(a.spacing)] * 3, "--image-size", *[str(a.size)] * 3, "--no-progress", "--threads", str(a.threads)]
 
     t = time.perf_counter()
@@ -65,14 +67,14 @@ def main(argv=None):
     timings["phantoms"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    stage(f"2/6 autoencoder: {a.ae_steps} steps of L1 + KL on the {n_train} training phantoms")
+    stage(f"2/6 autoencoder: {a.ae_steps} steps (batch 2) of L1 + KL on the {n_train} training phantoms")
     cfg = autoencoder_config(**AE_CONFIG)
     es = EncodeSettings(spacing=(a.spacing,) * 3, image_size=(a.size,) * 3)
     if not (out / "autoencoder.pt").is_file():
         vols = torch.cat([prepare_image(f, es)[0] for f in sorted((out / "scans").iterdir())])
         torch.manual_seed(0)
         ae = build_autoencoder(cfg)
-        losses = fit_autoencoder(ae, vols, steps=a.ae_steps, batch_size=4, lr=2e-3, progress=True)
+        losses = fit_autoencoder(ae, vols, steps=a.ae_steps, batch_size=2, lr=3e-3, progress=True)
         save_autoencoder(ae, out / "autoencoder.pt")
         (out / "autoencoder.yaml").write_text(json.dumps(cfg, indent=1))
         (out / "autoencoder_losses.json").write_text(json.dumps(losses))
@@ -100,10 +102,11 @@ def main(argv=None):
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    stage(f"5/6 neuromf-sample: {a.n_samples} samples, 1 step, EMA weights, decoded")
-    code = sample_main(["--run", str(run), "--n", str(a.n_samples), "--steps", "1", "--out", str(out / "samples"),
-                        "--autoencoder", str(out / "autoencoder.pt"), "--seed", "0", "--no-progress", "--threads", str(a.threads)])
-    if code: sys.exit(f"neuromf-sample failed with exit code {code}")
+    stage(f"5/6 neuromf-sample: {a.n_samples} samples, 1 step and 2 steps, EMA weights, decoded")
+    for steps, folder in ((1, "samples"), (2, "samples_2step")):
+        code = sample_main(["--run", str(run), "--n", str(a.n_samples), "--steps", str(steps), "--out", str(out / folder),
+                            "--autoencoder", str(out / "autoencoder.pt"), "--seed", "0", "--no-progress", "--threads", str(a.threads)])
+        if code: sys.exit(f"neuromf-sample failed with exit code {code}")
     timings["sample"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -114,6 +117,8 @@ def main(argv=None):
     held_v = torch.cat([prepare_image(f, es)[0] for f in sorted((out / "heldout").iterdir())])
     gen_v = torch.from_numpy(read_volume_folder(out / "samples" / "volumes")[0])[:, None]
     gen_z, _ = read_latents(out / "samples" / "latents", None)
+    gen2_v = torch.from_numpy(read_volume_folder(out / "samples_2step" / "volumes")[0])[:, None]
+    gen2_z, _ = read_latents(out / "samples_2step" / "latents", None)
     with torch.no_grad():
         held_z = encode_images(ae, held_v)
         held_rec = decode_latents(ae, held_z)
@@ -122,8 +127,9 @@ def main(argv=None):
     n = min(len(gen_z), len(held_z))
     rows = {
         "1-step samples (EMA)": volume_metrics(real_z, gen_z, real_v[:, 0], gen_v[:, 0], a.feature_net),
+        "2-step samples (EMA)": volume_metrics(real_z, gen2_z, real_v[:, 0], gen2_v[:, 0], a.feature_net),
         "held-out real phantoms (a perfect generator)": volume_metrics(real_z, held_z[:n], real_v[:, 0], held_v[:n, 0], a.feature_net),
-        "Gaussian latents with the data's channel mean/std (no model)": volume_metrics(real_z, noise_z[:n], real_v[:, 0], noise_v[:n, 0], a.feature_net),
+        "Gaussian latents, the data's channel mean/std (no model)": volume_metrics(real_z, noise_z[:n], real_v[:, 0], noise_v[:n, 0], a.feature_net),
     }
     recon = {"heldout_l1": (held_rec - held_v).abs().mean().item(),
              "heldout_ms_ssim_to_input": float(np.mean([pairwise_ms_ssim(torch.stack([held_v[i], held_rec[i]]))["ms_ssim"] for i in range(len(held_v))]))}
@@ -137,8 +143,23 @@ def main(argv=None):
         print(f"{name:64s} {m['mmd_latent']:11.5f} {m['ms_ssim_generated']:8.4f} {m.get('fid', float('nan')):8.3f}")
     print(f"MS-SSIM among the training phantoms: {rows['1-step samples (EMA)']['ms_ssim_real']:.4f}")
     print("wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    if a.figure: print(f"figure: {slices_png(real_v[:4, 0], gen_v[:4, 0], a.figure)}")
     print(f"written: {out}/samples/volumes/*.nii.gz, {out}/example_metrics.json")
     return 0
+
+
+def slices_png(real: torch.Tensor, generated: torch.Tensor, path: Path, zoom: int = 4) -> Path:
+    "A PNG grid: for each volume its mid axial, coronal and sagittal slices (RAS, neurological view); real row above generated."
+    from PIL import Image
+    def tiles(v):
+        x, y, z = (s // 2 for s in v.shape)
+        return [v[:, :, z].T.flip(0), v[:, y, :].T.flip(0), v[x, :, :].T.flip(0)]   # rows top to bottom = anterior/superior first
+    rows = [torch.cat([t for v in vols for t in tiles(v) + [torch.full((v.shape[2], 2), 1.0)]], 1) for vols in (real, generated)]
+    w = max(r.shape[1] for r in rows)
+    grid = torch.cat([torch.nn.functional.pad(r, (0, w - r.shape[1])) for r in (rows[0], torch.ones(2, w), rows[1])], 0)
+    img = Image.fromarray((grid.clamp(0, 1) * 255).to(torch.uint8).numpy()).resize((w * zoom, grid.shape[0] * zoom), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True); img.save(path)
+    return path
 
 
 if __name__ == "__main__":
