@@ -23,6 +23,7 @@ DASHBOARDS = [  # notebook, screenshot name, number of plotly figures the dashbo
     ("18_dashboards.fidelity.ipynb", "dashboard_fidelity", 3),
     ("19_dashboards.angular_ks.ipynb", "dashboard_angular_ks", 4),
 ]
+VOLUME_DASHBOARD = "31_dashboards.volumes.ipynb"  # its own test below (other controls)
 
 
 def _missing() -> str | None:
@@ -68,7 +69,7 @@ def lab(tmp_path_factory):
     reason = _missing()
     if reason: pytest.skip(reason)
     root = tmp_path_factory.mktemp("lab")
-    for nb, _, _ in DASHBOARDS: shutil.copy(ROOT / "nbs" / nb, root / nb)
+    for nb in [d[0] for d in DASHBOARDS] + [VOLUME_DASHBOARD]: shutil.copy(ROOT / "nbs" / nb, root / nb)
     cfg = root / ".jupyter"
     (cfg / "labconfig").mkdir(parents=True)
     (cfg / "labconfig" / "page_config.json").write_text(json.dumps(
@@ -248,3 +249,69 @@ def test_dashboard_renders_and_redraws_in_chromium(lab, browser, notebook, name,
         (ARTIFACTS / f"{name}_timings.json").write_text(json.dumps(timings, indent=1))
         page.close()
         for sess in _http(f"{lab}/api/sessions") or []: _http(f"{lab}/api/sessions/{sess['id']}", "DELETE")  # stop its kernel
+
+
+def _changed_figures(page, before, which: list, what: str, timeout_s: float = 90):
+    "Wait until the figures at indices `which` changed their data; return the new digests."
+    js = f"""([before, which]) => {{ const now = ({_DIGEST})();
+        return now.length === before.length && which.every(i => now[i].data !== before[i].data) ? now : null; }}"""
+    _wait(page, js, f"figures {which} to re-draw after {what}", timeout_s, arg=[before, which])
+    page.wait_for_timeout(1000)
+    now = page.evaluate(_DIGEST)
+    _check_consistent(now, f"after {what}")
+    return now
+
+
+def test_volume_dashboard_renders_and_redraws_in_chromium(lab, browser):
+    "The volume dashboard: slices, histogram and latent statistics drawn; the sample slider, a slice slider and the view re-draw them."
+    name = "dashboard_volumes"
+    page = browser.new_page(viewport={"width": 1600, "height": 1500})
+    t0, timings, console_errors = time.time(), {}, []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    try:
+        _run_notebook(page, lab, VOLUME_DASHBOARD, timings)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=90_000)
+        page.wait_for_timeout(2000)
+        before = page.evaluate(_DIGEST)
+        assert len(before) == 3, f"expected 3 plotly figures, found {len(before)}"
+        assert all(d["traces"] > 0 and d["points"] > 0 for d in before), f"a figure rendered nothing: {before}"
+        _check_consistent(before, "as first drawn")
+        out = page.locator(".jp-OutputArea-output").filter(has=page.locator(".js-plotly-plot")).first
+        first = _shot(out, name)
+        page.evaluate("() => document.querySelectorAll('.js-plotly-plot').forEach((gd, i) => gd.dataset.neuromfProbe = String(i))")
+        before = page.evaluate(_DIGEST)
+        status = out.locator(".widget-html").filter(has_text="drawn in")
+        assert "generated <b>" not in status.inner_text() and "generated 0" in status.inner_text(), status.inner_text()
+
+        t1 = time.time()
+        out.locator(".widget-slider").filter(has_text="generated sample").locator(".noUi-handle").first.focus()
+        page.keyboard.press("End")
+        after = _changed_figures(page, before, [0, 1, 2], "moving the generated-sample slider")
+        timings["sample_redraw"] = time.time() - t1
+        assert [d["probe"] for d in after] == ["0", "1", "2"], "figures were replaced, not updated"
+        assert "generated 5" in status.inner_text(), status.inner_text()
+
+        t1 = time.time()
+        out.locator(".widget-slider").filter(has_text="axial (z)").locator(".noUi-handle").first.focus()
+        page.keyboard.press("Home")
+        after2 = _changed_figures(page, after, [0], "moving the axial slice slider")
+        timings["slice_redraw"] = time.time() - t1
+        assert after2[0]["svg"] != after[0]["svg"], "the slices did not re-draw"
+        assert "z=0" in status.inner_text(), status.inner_text()
+
+        t1 = time.time()
+        out.locator(".widget-dropdown select").select_option(label="latent channel 1")
+        after3 = _changed_figures(page, after2, [0, 1], "choosing latent channel 1")
+        timings["view_redraw"] = time.time() - t1
+        assert "latent channel 1" in status.inner_text() and [d["probe"] for d in after3] == ["0", "1", "2"]
+        _shot(out, f"{name}_after_controls")
+        if os.environ.get("NEUROMF_UPDATE_SCREENSHOTS") == "1":
+            DOCS_IMG.mkdir(parents=True, exist_ok=True)
+            shutil.copy(first, DOCS_IMG / f"{name}.png")
+    finally:
+        page.screenshot(path=str(ARTIFACTS / f"{name}_page.png"), full_page=True)
+        (ARTIFACTS / f"{name}_console_errors.txt").write_text("\n".join(console_errors))
+        timings["total"] = time.time() - t0
+        (ARTIFACTS / f"{name}_timings.json").write_text(json.dumps(timings, indent=1))
+        page.close()
+        for sess in _http(f"{lab}/api/sessions") or []: _http(f"{lab}/api/sessions/{sess['id']}", "DELETE")
