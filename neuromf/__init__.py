@@ -16,6 +16,8 @@ _EXPORTS = {
     "neuromf.metrics.torus": ["torus_metrics", "torus_distance", "exact_one_step_map"],
     "neuromf.models.maisi_unet": ["MAISIUNetConfig", "MAISIUNetWrapper", "from_maisi_checkpoint"],
     "neuromf.data.latents": ["LatentDataset", "load_latent", "save_latent", "write_latent_folder", "write_toroid_latents"],
+    "neuromf.oracle": ["exact_velocity", "exact_flow", "exact_mean_velocity", "sample_path", "ExactMeanFlow", "VelocityProbe",
+                       "sampling_error", "oracle_metrics"],
     "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
