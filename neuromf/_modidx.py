@@ -248,6 +248,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'neuromf.evaluate.evaluate_run': ('evaluate.html#evaluate_run', 'neuromf/evaluate.py'),
                                   'neuromf.evaluate.evaluation_noise': ('evaluate.html#evaluation_noise', 'neuromf/evaluate.py'),
                                   'neuromf.evaluate.make_figures': ('evaluate.html#make_figures', 'neuromf/evaluate.py'),
+                                  'neuromf.evaluate.oracle_evaluation': ('evaluate.html#oracle_evaluation', 'neuromf/evaluate.py'),
+                                  'neuromf.evaluate.oracle_markdown': ('evaluate.html#oracle_markdown', 'neuromf/evaluate.py'),
                                   'neuromf.evaluate.report_markdown': ('evaluate.html#report_markdown', 'neuromf/evaluate.py'),
                                   'neuromf.evaluate.verification_checks': ('evaluate.html#verification_checks', 'neuromf/evaluate.py')},
             'neuromf.jvp': { 'neuromf.jvp.GraphFreeTangents': ('jvp.html#graphfreetangents', 'neuromf/jvp.py'),
