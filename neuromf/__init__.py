@@ -18,7 +18,7 @@ _EXPORTS = {
     "neuromf.data.latents": ["LatentDataset", "load_latent", "save_latent", "write_latent_folder", "write_toroid_latents"],
     "neuromf.oracle": ["exact_velocity", "exact_flow", "exact_mean_velocity", "sample_path", "ExactMeanFlow", "VelocityProbe",
                        "sampling_error", "oracle_metrics"],
-    "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard"],
+    "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard", "VelocityErrorDashboard"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)

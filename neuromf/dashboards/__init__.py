@@ -1,5 +1,6 @@
-"Widget dashboards for JupyterLab: torus fidelity and angular KS uniformity of generated samples (hand-written re-exports)."
+"Widget dashboards for JupyterLab: torus fidelity, angular KS uniformity of generated samples, and the mean-velocity error against the exact flow (hand-written re-exports)."
 from .fidelity import TorusFidelityDashboard
 from .angular_ks import AngularKSDashboard
+from .velocity_error import VelocityErrorDashboard
 
-__all__ = ["TorusFidelityDashboard", "AngularKSDashboard"]
+__all__ = ["TorusFidelityDashboard", "AngularKSDashboard", "VelocityErrorDashboard"]
