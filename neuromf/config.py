@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from typing import List, Optional
+import yaml
 from omegaconf import OmegaConf, DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from .data.toroid import ToroidConfig
@@ -15,13 +17,67 @@ from .losses.meanflow import TANGENTS
 from .models.prediction import PREDICTION_TYPES
 
 # %% auto #0
-__all__ = ['MODEL_ARCHS', 'TIME_SAMPLERS', 'LR_SCHEDULES', 'ModelConfig', 'TimeConfig', 'LossConfig', 'TrainingConfig',
-           'EvalConfig', 'ExperimentConfig', 'load_config', 'config_to_dict', 'config_to_yaml']
+__all__ = ['DATA_SOURCES', 'UNET_PRESETS', 'MODEL_ARCHS', 'TIME_SAMPLERS', 'LR_SCHEDULES', 'DEVICES', 'PRECISIONS', 'DataConfig',
+           'UNetConfig', 'ModelConfig', 'TimeConfig', 'LossConfig', 'TrainingConfig', 'EvalConfig', 'ExperimentConfig',
+           'check_model_fits_data', 'check_loss_fits_data', 'load_config', 'config_to_dict', 'config_to_yaml']
 
-# %% ../nbs/11_config.ipynb #3b7477de
+# %% ../nbs/11_config.ipynb #dd2fd1aa
 def _bad(section, name, value, why):
     raise ValueError(f"{section}.{name}={value!r}: {why}")
 
+# %% ../nbs/11_config.ipynb #057265f1
+DATA_SOURCES = ("torus", "latents")
+
+@dataclass
+class DataConfig(ToroidConfig):
+    source: str = "torus"                       # "torus" (built in, exact ground truth) | "latents" (a folder of latent files)
+    latents_dir: Optional[str] = None           # latents: folder of .pt / .nii.gz / .nii latents (neuromf.data.latents.LatentDataset)
+    latent_shape: Optional[List[int]] = None    # latents: (C, D, H, W); read from the folder when a run starts
+    normalize: bool = True                      # latents: per-channel (x - mean) / std with the folder's latent_stats.json
+    num_workers: int = 0                        # latents: DataLoader worker processes (0: load in the training process)
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source not in DATA_SOURCES: _bad("data", "source", self.source, f"must be one of {DATA_SOURCES}")
+        if self.source == "latents" and not self.latents_dir:
+            _bad("data", "latents_dir", self.latents_dir, "is required when data.source='latents' (a folder of latent files)")
+        if self.latent_shape is not None and (len(self.latent_shape) < 2 or min(self.latent_shape) < 1):
+            _bad("data", "latent_shape", list(self.latent_shape), "must be (C, D, H, W) with positive sizes")
+        if self.num_workers < 0: _bad("data", "num_workers", self.num_workers, "must be >= 0")
+
+    @property
+    def sample_shape(self) -> tuple | None:
+        "Shape of one sample; for latents, `None` until the folder has been read."
+        if self.source == "torus": return super().sample_shape
+        return tuple(self.latent_shape) if self.latent_shape is not None else None
+
+# %% ../nbs/11_config.ipynb #439e587c
+UNET_PRESETS = ("small", "rflow")
+
+@dataclass
+class UNetConfig:
+    preset: str = "small"                       # "small" (0.6 M parameters: tests, CPU) | "rflow" (MAISI's 179 M network: GPU)
+    num_channels: Optional[List[int]] = None    # per level (None: the preset's); sizes must be divisible by 2^(levels - 1)
+    attention_levels: Optional[List[bool]] = None
+    num_head_channels: Optional[List[int]] = None
+    num_res_blocks: Optional[int] = None
+    norm_num_groups: Optional[int] = None
+    h_embed_mode: str = "t_h"                   # second time input: "t_h" (h = t - r, default), "r_t", "h"
+    time_scale: float = 1.0                     # 1 from scratch; 1000 only with MAISI weights (init_from)
+    use_flash_attention: bool = False           # fused SDPA in attention blocks (the math kernel is used inside JVPs)
+    init_from: Optional[str] = None             # a MAISI diffusion checkpoint: time scale and velocity sign converted
+
+    def maisi_config(self, in_channels: int = 4, prediction_type: str = "u", t_min: float = 0.05):
+        "The `MAISIUNetConfig` this section describes (validated there)."
+        from neuromf.models.maisi_unet import MAISIUNetConfig
+        if self.preset not in UNET_PRESETS: _bad("model.unet", "preset", self.preset, f"must be one of {UNET_PRESETS}")
+        given = {k: tuple(v) if isinstance(v, list) else v for k in ("num_channels", "attention_levels", "num_head_channels",
+                 "num_res_blocks", "norm_num_groups") if (v := getattr(self, k)) is not None}
+        common = dict(in_channels=in_channels, out_channels=in_channels, h_embed_mode=self.h_embed_mode, time_scale=self.time_scale,
+                      use_flash_attention=self.use_flash_attention, prediction_type=prediction_type, t_min=t_min, **given)
+        try: return MAISIUNetConfig.rflow(**common) if self.preset == "rflow" else MAISIUNetConfig(**common)
+        except ValueError as e: raise ValueError(str(e).replace("MAISIUNetConfig.", "model.unet.")) from None
+
+# %% ../nbs/11_config.ipynb #3b7477de
 MODEL_ARCHS = ("mlp", "maisi_unet")
 
 @dataclass
@@ -33,7 +89,7 @@ class ModelConfig:
     max_frequency: float = 4.0
     prediction_type: str = "u"        # "u" | "x" (pMF)
     t_min: float = 0.05               # clamp of t in u = (z - x_hat) / t for x-prediction
-    unet_preset: str = "small"        # maisi_unet only: "small" | "rflow"
+    unet: UNetConfig = field(default_factory=UNetConfig)   # maisi_unet only
     def __post_init__(self):
         if self.arch not in MODEL_ARCHS: _bad("model", "arch", self.arch, f"must be one of {MODEL_ARCHS}")
         if self.prediction_type not in PREDICTION_TYPES: _bad("model", "prediction_type", self.prediction_type, f"must be one of {PREDICTION_TYPES}")
@@ -42,6 +98,9 @@ class ModelConfig:
         if self.n_frequencies < 0: _bad("model", "n_frequencies", self.n_frequencies, "must be >= 0")
         if not self.max_frequency >= 1: _bad("model", "max_frequency", self.max_frequency, "must be >= 1")
         if not 0 < self.t_min < 1: _bad("model", "t_min", self.t_min, "must lie in (0, 1)")
+        if self.arch == "maisi_unet": self.unet.maisi_config(prediction_type=self.prediction_type, t_min=self.t_min)
+        if self.unet.init_from is not None and self.unet.time_scale != 1000:
+            _bad("model.unet", "time_scale", self.unet.time_scale, "must be 1000 with init_from (MAISI's time embedding expects [0, 1000))")
 
 TIME_SAMPLERS = ("official", "seed")
 
@@ -70,6 +129,7 @@ class LossConfig:
     lambda_mf: float = 1.0
     strategy: str = "exact"
     fd_step: float = 1e-3
+    channel_weights: Optional[List[float]] = None  # per-channel weights of the Lp error (None: all 1)
     def __post_init__(self):
         # YAML reads an unquoted `true` (file or `loss.tangent=true` override) as a boolean, which OmegaConf turns into "True"
         if self.tangent == "True": self.tangent = "true"
@@ -80,13 +140,20 @@ class LossConfig:
         if not self.gamma >= 0: _bad("loss", "gamma", self.gamma, "must be >= 0")
         if not self.lambda_mf >= 0: _bad("loss", "lambda_mf", self.lambda_mf, "must be >= 0")
         if not self.fd_step > 0: _bad("loss", "fd_step", self.fd_step, "must be > 0")
+        w = self.channel_weights
+        if w is not None and (not w or any(not (math.isfinite(x) and x >= 0) for x in w) or not any(x > 0 for x in w)):
+            _bad("loss", "channel_weights", list(w), "must be finite numbers >= 0, not all 0")
 
 LR_SCHEDULES = ("constant", "cosine")
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class TrainingConfig:
     steps: int = 26_000
-    batch_size: int = 512
+    batch_size: int = 512             # per process and micro-batch: global batch = batch_size x processes x accumulate
+    accumulate: int = 1               # micro-batches per optimiser step (gradient accumulation)
     lr: float = 2e-3
     lr_schedule: str = "cosine"       # warm-up, then constant or cosine decay to lr * min_lr_ratio
     warmup_steps: int = 500
@@ -97,10 +164,15 @@ class TrainingConfig:
     ema_warmup: bool = True
     checkpoint_every: int = 2000
     log_every: int = 50
-    threads: int = 2                  # torch.set_num_threads for the run (0: leave torch's default)
+    threads: int = 2                  # torch.set_num_threads for the run, per process (0: leave torch's default)
     seed: int = 0
+    device: str = "auto"              # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    precision: str = "fp32"           # "fp32" | "bf16" (autocast for the network; JVP tangent and loss in fp32)
+    keep_checkpoints: int = 0         # keep the newest K checkpoints (0: keep all); pinned steps are kept too
+    pin_checkpoints: list = field(default_factory=list)   # steps whose checkpoints are never deleted
+    check_model: bool = True          # neuromf.check_model on a small slice before the first step
     def __post_init__(self):
-        for k in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for k in ("steps", "batch_size", "accumulate", "checkpoint_every", "log_every"):
             if getattr(self, k) < 1: _bad("training", k, getattr(self, k), "must be >= 1")
         if not (math.isfinite(self.lr) and self.lr > 0): _bad("training", "lr", self.lr, "must be a finite number > 0")
         if self.lr_schedule not in LR_SCHEDULES: _bad("training", "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
@@ -110,6 +182,14 @@ class TrainingConfig:
         if self.grad_clip < 0: _bad("training", "grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
         if not 0 <= self.ema_decay < 1: _bad("training", "ema_decay", self.ema_decay, "must lie in [0, 1)")
         if self.threads < 0: _bad("training", "threads", self.threads, "must be >= 0")
+        if self.warmup_steps > self.steps:
+            _bad("training", "warmup_steps", self.warmup_steps, f"is longer than the run (training.steps={self.steps}): lower it")
+        if self.device not in DEVICES and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
+            _bad("training", "device", self.device, f"must be one of {DEVICES} or 'cuda:N'")
+        if self.precision not in PRECISIONS: _bad("training", "precision", self.precision, f"must be one of {PRECISIONS}")
+        if self.keep_checkpoints < 0: _bad("training", "keep_checkpoints", self.keep_checkpoints, "must be >= 0 (0 keeps all)")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.pin_checkpoints):
+            _bad("training", "pin_checkpoints", list(self.pin_checkpoints), "must be a list of steps >= 1")
 
 @dataclass
 class EvalConfig:
@@ -125,34 +205,74 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
-    data: ToroidConfig = field(default_factory=lambda: ToroidConfig(n_samples=1_000_000))  # ~fresh points every batch
+    data: DataConfig = field(default_factory=lambda: DataConfig(n_samples=1_000_000))  # ~fresh points every batch
     model: ModelConfig = field(default_factory=ModelConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     def __post_init__(self):
-        if self.model.arch == "maisi_unet" and self.data.mode != "volumetric":
-            _bad("model", "arch", self.model.arch, "needs data.mode='volumetric' (a UNet works on volumes)")
+        check_model_fits_data(self.model, self.data)
+        check_loss_fits_data(self.loss, self.data)
+
+# %% ../nbs/11_config.ipynb #4356beed
+def check_model_fits_data(model: ModelConfig, # the model section
+                          data: DataConfig, # the data section
+                         ) -> None:
+    "Raise unless `model` can take `data`'s samples (a UNet: volumes with sizes divisible by its downsampling)."
+    if model.arch != "maisi_unet": return
+    if data.source == "torus" and data.mode != "volumetric":
+        _bad("model", "arch", model.arch, "needs volumes: data.mode='volumetric' or data.source='latents'")
+    shape = data.sample_shape
+    if shape is None: return
+    f = model.unet.maisi_config(in_channels=shape[0]).downsample_factor
+    if any(n % f for n in shape[1:]):
+        key, value = ("spatial_size", data.spatial_size) if data.source == "torus" else ("latent_shape", list(shape))
+        _bad("data", key, value, f"spatial sizes {tuple(shape[1:])} must be divisible by {f} for the UNet "
+             f"(it halves them {f.bit_length() - 1} times)")
+
+# %% ../nbs/11_config.ipynb #c902bd0c
+def check_loss_fits_data(loss: LossConfig, # the loss section
+                         data: DataConfig, # the data section
+                        ) -> None:
+    "Raise unless `loss.channel_weights` (if set) has one weight per channel of `data` (when its shape is known)."
+    shape, w = data.sample_shape, loss.channel_weights
+    if w is not None and shape is not None and len(w) != shape[0]:
+        _bad("loss", "channel_weights", list(w), f"needs one weight per channel: the data has {shape[0]} (sample shape {tuple(shape)})")
 
 # %% ../nbs/11_config.ipynb #78f99d5e
 def _schema() -> DictConfig: return OmegaConf.structured(ExperimentConfig)
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> ExperimentConfig:
-    "Defaults <- YAML file at `path` <- dotted `overrides` (e.g. `['training.steps=2000']`), validated."
+def _read_yaml(path: Path) -> DictConfig:
+    "A YAML config file as a mapping, with a clear error for a missing, unreadable, malformed or non-mapping file."
+    if not path.exists(): raise FileNotFoundError(f"config file not found: {path}")
+    if not path.is_file(): raise ValueError(f"config path {path} is not a file")
+    try: data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise ValueError(f"config file {path} is not valid YAML" + (f" (line {where.line + 1}, column {where.column + 1})" if where else "")
+                         + f": {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError: raise ValueError(f"config file {path} is not a text file") from None
+    if data is None: data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of sections (data:, model:, training: ...), got a {type(data).__name__}")
+    return OmegaConf.create(data)
+
+def load_config(path: str | Path | None = None, # YAML file (None: the built-in defaults)
+                overrides: list[str] | tuple = (), # dotted overrides, e.g. `['training.steps=2000']`
+               ) -> ExperimentConfig:
+    "Defaults <- YAML file at `path` <- dotted `overrides`, validated."
     layers = [_schema()]
+    bad = [o for o in overrides if "=" not in o]
+    if bad: raise ValueError(f"override {bad[0]!r} must look like section.key=value (e.g. training.steps=2000)")
     try:
-        if path is not None:
-            path = Path(path)
-            if not path.is_file(): raise FileNotFoundError(f"config file not found: {path}")
-            layers.append(OmegaConf.load(path))
+        if path is not None: layers.append(_read_yaml(Path(path)))
         if overrides: layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        return OmegaConf.to_object(merged)
+        return OmegaConf.to_object(OmegaConf.merge(*layers))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         msg = str(e).splitlines()[0]
-        raise ValueError(f"invalid config{f' key {key!r}' if key else ''}: {msg}") from None
+        raise ValueError(f"invalid config{f' key {key!r}' if key else ''}{f' in {path}' if path else ''}: {msg}") from None
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg))

@@ -23,12 +23,14 @@ class EMA:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, skip: torch.Tensor | None = None) -> None:
+        "Move the averages toward `model`; with `skip` (a bool tensor on the device, e.g. a non-finite step) averages stay put."
         d = self.current_decay()
         state = model.state_dict()
         if state.keys() != self.shadow.keys(): raise ValueError("model's state_dict keys differ from the EMA's")
         avg = [k for k, v in self.shadow.items() if v.is_floating_point()]
-        if avg: torch._foreach_lerp_([self.shadow[k] for k in avg], [state[k].detach() for k in avg], 1.0 - d)
+        w = 1.0 - d if skip is None else (1.0 - d) * (~skip).to(self.shadow[avg[0]].dtype if avg else torch.float32)
+        if avg: torch._foreach_lerp_([self.shadow[k] for k in avg], [state[k].detach() for k in avg], w)
         for k, v in self.shadow.items():
             if not v.is_floating_point(): v.copy_(state[k])
         self.num_updates += 1

@@ -15,34 +15,87 @@ from .sampling import sample_one_step, sample_multi_step
 from .train import atomic_save, atomic_write_text
 
 # %% auto #0
-__all__ = ['draw', 'evaluation_noise', 'evaluate_models', 'verification_checks', 'report_markdown', 'donut_xyz', 'make_figures',
+__all__ = ['NOISE_BLOCK', 'BLOCK_NUMBERS', 'block_size', 'draw', 'noise_blocks', 'evaluation_noise', 'check_eval_memory',
+           'evaluate_models', 'verification_checks', 'report_markdown', 'donut_xyz', 'make_figures', 'write_figures',
            'oracle_evaluation', 'oracle_markdown', 'evaluate_run']
 
 # %% ../nbs/13_evaluate.ipynb #26e2f5fc
+NOISE_BLOCK, BLOCK_NUMBERS = 1024, 2 ** 24
+
+def block_size(shape: tuple) -> int:
+    "Samples per noise block for samples of `shape`: 1024, or fewer so a block holds at most 2^24 numbers."
+    return max(1, min(NOISE_BLOCK, BLOCK_NUMBERS // math.prod(shape)))
+
 def draw(model, noise: torch.Tensor, n_steps: int, batch_size: int | None = None) -> torch.Tensor:
     "Samples from `noise` with `n_steps` mean-velocity steps (1: the one-step map)."
     if n_steps == 1: return sample_one_step(model, noise, batch_size=batch_size)
     return sample_multi_step(model, noise, n_steps, batch_size=batch_size)
 
-def evaluation_noise(cfg: ExperimentConfig) -> torch.Tensor:
-    g = torch.Generator().manual_seed(cfg.eval.seed)
-    return torch.randn((cfg.eval.n_samples, *cfg.data.sample_shape), generator=g)
+def noise_blocks(cfg: ExperimentConfig, # the run's config (eval.seed, eval.n_samples, data shape)
+                ):
+    "The evaluation noise, block by block: `(start, noise)` with at most `block_size(shape)` samples each."
+    n, shape = cfg.eval.n_samples, tuple(cfg.data.sample_shape)
+    b = block_size(shape)
+    for i, start in enumerate(range(0, n, b)):
+        g = torch.Generator().manual_seed(cfg.eval.seed * 1_000_003 + i)
+        yield start, torch.randn((min(b, n - start), *shape), generator=g)
 
-def evaluate_models(models: dict, dataset: ToroidDataset, cfg: ExperimentConfig) -> tuple[dict, dict]:
-    "`(samples, metrics)` for each named model (e.g. `{'ema': ..., 'raw': ...}`) and each step count in `cfg.eval`."
-    noise = evaluation_noise(cfg)
-    emb = dataset.embedding
-    noise_pts = emb.project(noise.double())
-    has_residual = cfg.data.mode == "volumetric" or cfg.data.ambient_dim > 4
-    samples, metrics = {"noise": noise}, {}
-    for name, model in models.items():
-        model.eval()
-        samples[name], metrics[name] = {}, {}
-        for k in cfg.eval.sample_steps:
-            x = draw(model, noise, k, cfg.eval.batch_size)
-            samples[name][k] = x
-            metrics[name][str(k)] = torus_metrics(emb.project(x.double()), noise_points=noise_pts,
-                                                  residual=emb.residual(x.double()) if has_residual else None)
+def evaluation_noise(cfg: ExperimentConfig, # the run's config
+                    ) -> torch.Tensor:
+    "All of the evaluation noise at once (small data only: volumes go through `noise_blocks`)."
+    return torch.cat([e for _, e in noise_blocks(cfg)])
+
+# %% ../nbs/13_evaluate.ipynb #784483c1
+def _available_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"): return int(line.split()[1]) * 1024
+    except OSError: pass
+    return 1 << 62
+
+def check_eval_memory(cfg: ExperimentConfig, # the run's config
+                      n_models: int, # models evaluated together
+                      available: int | None = None, # free bytes (default: MemAvailable)
+                     ) -> int:
+    "Estimated bytes an evaluation holds; raise `MemoryError` with the estimate when it exceeds 80% of the free memory."
+    numel, n, steps = math.prod(cfg.data.sample_shape), cfg.eval.n_samples, len(cfg.eval.sample_steps)
+    volumetric = cfg.data.mode == "volumetric"
+    kept = n * (4 + 1) * 8 * (1 + n_models * steps) if volumetric else n * numel * 4 * (1 + n_models * steps)
+    block = min(block_size(cfg.data.sample_shape), n) * numel * 4 * 4   # noise, a sample, an intermediate and the velocity
+    need, free = kept + block, available if available is not None else _available_bytes()
+    if need > 0.8 * free:
+        raise MemoryError(f"evaluation would hold about {need / 2**30:.1f} GiB ({n} samples of {tuple(cfg.data.sample_shape)}, "
+                          f"{n_models} model(s) x {steps} step counts) but {free / 2**30:.1f} GiB are free: lower eval.n_samples")
+    return need
+
+# %% ../nbs/13_evaluate.ipynb #1f78b3e3
+def evaluate_models(models: dict, # named models, e.g. `{'ema': ..., 'raw': ...}`
+                    dataset: ToroidDataset, # the run's torus (for its embedding)
+                    cfg: ExperimentConfig, # the run's config (`eval` section)
+                   ) -> tuple[dict, dict]:
+    "`(samples, metrics)` for each named model and each step count in `cfg.eval`, block by block."
+    check_eval_memory(cfg, len(models))
+    emb, volumetric = dataset.embedding, cfg.data.mode == "volumetric"
+    has_residual = volumetric or cfg.data.ambient_dim > 4
+    keep = (lambda x: emb.project(x.double()).float()) if volumetric else (lambda x: x)
+    noise, out, res = [], {n: {k: [] for k in cfg.eval.sample_steps} for n in models}, {n: {k: [] for k in cfg.eval.sample_steps} for n in models}
+    for m in models.values(): m.eval()
+    for _, e in noise_blocks(cfg):
+        noise.append(keep(e))
+        for name, model in models.items():
+            dev = next(model.parameters()).device
+            for k in cfg.eval.sample_steps:
+                x = draw(model, e.to(dev), k, cfg.eval.batch_size).cpu()
+                out[name][k].append(keep(x))
+                if has_residual: res[name][k].append(emb.residual(x.double()))
+    noise = torch.cat(noise)
+    noise_pts = noise.double() if volumetric else emb.project(noise.double())
+    samples, metrics = ({"noise": noise, "projected": True} if volumetric else {"noise": noise}), {}
+    for name in models:
+        samples[name] = {k: torch.cat(v) for k, v in out[name].items()}
+        metrics[name] = {str(k): torus_metrics(x.double() if volumetric else emb.project(x.double()), noise_points=noise_pts,
+                                               residual=torch.cat(res[name][k]) if has_residual else None)
+                         for k, x in samples[name].items()}
     return samples, metrics
 
 # %% ../nbs/13_evaluate.ipynb #6f367d1a
@@ -117,12 +170,14 @@ def make_figures(cfg: ExperimentConfig, log: list, samples: dict, dataset: Toroi
     figs = {}
     f = go.Figure()
     steps = [e["step"] for e in log]
-    for key, name in [("raw", "raw loss (unweighted)"), ("raw_fm", "raw FM term"), ("loss", "weighted loss")]:
-        if key in log[0]: f.add_trace(go.Scatter(x=steps, y=[e[key] for e in log], name=name, mode="lines"))
+    for key, name in [("raw_fm_objective", "flow-matching error (fixed target: falls as training improves)"),
+                      ("raw", "raw MF loss (its target moves with the model)"), ("raw_fm", "raw iMF FM term"), ("loss", "weighted loss (~1 by design)")]:
+        if key in log[0]: f.add_trace(go.Scatter(x=steps, y=[e.get(key) for e in log], name=name, mode="lines",
+                                                 line=dict(width=3 if key == "raw_fm_objective" else 1.5)))
     f.update_layout(title="Training loss", xaxis_title="step", yaxis_type="log", template="plotly_white")
     figs["loss_curves"] = f
     ema = samples.get("ema", samples.get("raw"))
-    pts = {k: dataset.embedding.project(x.double()) for k, x in ema.items()}
+    pts = {k: x.double() if samples.get("projected") else dataset.embedding.project(x.double()) for k, x in ema.items()}
     ang = torus_angles(pts[1])
     f = make_subplots(1, 2, subplot_titles=["theta1", "theta2"])
     for i in (0, 1):
@@ -144,7 +199,19 @@ def make_figures(cfg: ExperimentConfig, log: list, samples: dict, dataset: Toroi
     figs["donut_samples"] = f
     return figs
 
-# %% ../nbs/13_evaluate.ipynb #dbb2ae0b
+# %% ../nbs/13_evaluate.ipynb #e9388317
+def write_figures(figs: dict, # plotly figures by file stem
+                  folder: str | Path, # where the HTML files go
+                 ) -> list[Path]:
+    "Each figure as `folder/<name>.html` (atomic writes), sharing a verified `plotly.min.js`."
+    from plotly.offline import get_plotlyjs
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    js, asset = get_plotlyjs(), folder / "plotly.min.js"
+    if not asset.is_file() or asset.stat().st_size != len(js.encode()) or asset.read_text(errors="replace") != js:
+        atomic_write_text(js, asset)
+    return [atomic_write_text(fig.to_html(include_plotlyjs="directory"), folder / f"{name}.html") for name, fig in figs.items()]
+
+# %% ../nbs/13_evaluate.ipynb #bee565ce
 def oracle_evaluation(cfg: ExperimentConfig, models: dict) -> dict:
     "`neuromf.oracle.oracle_metrics` of each named model on the run's data space (a recorded reason instead for volumetric data)."
     if cfg.data.mode != "r4":
@@ -180,8 +247,5 @@ def evaluate_run(out_dir: str | Path, cfg: ExperimentConfig, model, ema_model, l
     payload = {**metrics, "verification": rows, "oracle": oracle, "timing": timing or {}}
     atomic_write_text(json.dumps(payload, indent=1), out_dir / "verification_metrics.json")
     atomic_write_text(report_markdown(cfg, rows, metrics, timing) + oracle_markdown(oracle), out_dir / "verification_report.md")
-    if figures:
-        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-        for name, fig in make_figures(cfg, log, samples, dataset).items():
-            fig.write_html(out_dir / "figures" / f"{name}.html", include_plotlyjs="directory")
+    if figures: write_figures(make_figures(cfg, log, samples, dataset), out_dir / "figures")
     return payload

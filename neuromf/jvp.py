@@ -175,7 +175,7 @@ def compute_meanflow_jvp(model_fn, z_t: torch.Tensor, r, t, v_tangent: torch.Ten
         warnings.warn("finite-difference JVP with an x-prediction model is numerically fragile: u = (z - x_hat)/clamp(t) "
                       "has a 1/t factor and kinks at t = t_min and t = 1; prefer strategy='exact'", stacklevel=2)
     h = fd_step
-    with _rng_replay(z_t.device), torch.no_grad():
-        v = v_tangent.detach()
-        dudt = (model_fn(z_t + h * v, r, t + h) - model_fn(z_t - h * v, r, t - h)) / (2 * h)
+    with _rng_replay(z_t.device), torch.no_grad(), jvp_precision(dev):      # a difference quotient in bf16 would be noise
+        zw, rw, tw, v = _wide(z_t), _wide(r), _wide(t), _wide(v_tangent.detach())
+        dudt = (model_fn(zw + h * v, rw, tw + h) - model_fn(zw - h * v, rw, tw - h)) / (2 * h)
     return model_fn(z_t, r, t), dudt

@@ -11,22 +11,37 @@ from .config import load_config, ExperimentConfig
 from .data.toroid import ToroidDataset
 from .evaluate import evaluate_run
 from .train import train, list_checkpoints
+from .checkpoint import checkpoint_path, RunLock, open_run_folder
+from .cli import run_cli, add_debug_flag
+import os
 
 # %% auto #0
-__all__ = ['parse_args', 'summary_table', 'run_experiment', 'main']
+__all__ = ['parse_args', 'summary_table', 'run_experiment', 'report_lines', 'run_command', 'main']
 
 # %% ../nbs/14_toy.ipynb #d22dbecb
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="neuromf-toy", description="Train and verify MeanFlow on the flat torus.",
-                                epilog="example: neuromf-toy --config configs/toy_toroid.yaml --out runs/toy training.steps=2000")
-    p.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in defaults = configs/toy_toroid.yaml)")
-    p.add_argument("--out", type=Path, default=Path("runs/toy"), help="run folder (default: runs/toy)")
+def parse_args(argv=None, # command-line arguments
+               prog: str = "neuromf-toy", # the command's name
+               config_required: bool = False, # neuromf-train: a --config is needed
+               default_out: Path | None = Path("runs/toy"), # None: --out is required
+               launcher: bool = False, # neuromf-train: --nproc-per-node and --shutdown-timeout
+              ) -> argparse.Namespace:
+    "Arguments of `neuromf-toy` / `neuromf-train`."
+    p = argparse.ArgumentParser(prog=prog, description="Train MeanFlow (and verify it against the exact torus when the data is the torus).",
+                                epilog=f"example: {prog} --config configs/toy_toroid.yaml --out runs/toy training.steps=2000")
+    p.add_argument("--config", type=Path, default=None, required=config_required,
+                   help="YAML config" + ("" if config_required else " (default: built-in defaults = configs/toy_toroid.yaml)"))
+    p.add_argument("--out", type=Path, default=default_out, required=default_out is None,
+                   help="run folder" + (f" (default: {default_out})" if default_out else ""))
     p.add_argument("--seed", type=int, default=None, help="training seed (overrides training.seed)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="skip the plotly HTML figures")
+    if launcher:
+        p.add_argument("--nproc-per-node", type=int, default=1, help="train on N local processes (DDP; gloo on CPU, nccl on GPU)")
+        p.add_argument("--shutdown-timeout", type=int, default=120, help="seconds workers get to checkpoint after SIGTERM (with --nproc-per-node)")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.steps=2000 model.prediction_type=x")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)                 # options and overrides in any order
 
 def summary_table(metrics: dict) -> str:
     "Plain-text table of the headline metrics per weights and step count."
@@ -38,34 +53,72 @@ def summary_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/14_toy.ipynb #12358256
-def run_experiment(cfg: ExperimentConfig, out_dir: Path, resume: bool = False, progress: bool = True, figures: bool = True) -> dict:
-    "Train (or resume) and evaluate; returns the metrics written to `verification_metrics.json`."
-    dataset = ToroidDataset(cfg.data)
+def run_experiment(cfg: ExperimentConfig, # the run's config
+                   out_dir: Path, # run folder
+                   resume: bool = False, # continue the run in `out_dir`
+                   progress: bool = True, # progress bar
+                   figures: bool = True, # write plotly figures
+                  ) -> dict:
+    "Train and, for the torus, evaluate; the metrics written to `verification_metrics.json` (or why there are none)."
+    lock = RunLock(open_run_folder(out_dir)).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
+    try: return _train_and_evaluate(cfg, out_dir, resume, progress, figures)
+    finally:
+        if lock: lock.release()
+
+def _train_and_evaluate(cfg, out_dir, resume, progress, figures) -> dict:
     t0 = time.perf_counter()
-    result = train(cfg, out_dir, resume=resume, progress=progress, dataset=dataset)
+    result = train(cfg, out_dir, resume=resume, progress=progress)
     t_train = time.perf_counter() - t0
+    info = {"step": result.step, "stopped": result.stopped, "log": result.log}
+    if result.stopped or cfg.data.source != "torus" or int(os.environ.get("RANK", "0")) != 0: return info
     t0 = time.perf_counter()
-    out = evaluate_run(out_dir, cfg, result.model, result.ema_model(), result.log, dataset,
+    out = evaluate_run(out_dir, result.config, result.model, result.ema_model(), result.log, None,
                        timing={"train_wall_s (this call)": t_train, "threads": cfg.training.threads or torch.get_num_threads()}, figures=figures)
     out["timing"]["eval_wall_s"] = time.perf_counter() - t0
-    return out
+    return {**info, **out}
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+# %% ../nbs/14_toy.ipynb #ce9bda62
+def report_lines(out: dict, # what `run_experiment` returned
+                 cfg: ExperimentConfig, # the run's config
+                 run_dir: Path, # run folder
+                 prog: str, # the command's name
+                ) -> tuple[list[str], int]:
+    "`(lines to print, exit code)` at the end of a run."
+    if out["stopped"]:
+        ckpt = checkpoint_path(run_dir, out["step"])
+        return [f"{prog}: stopped by {out['stopped']} at step {out['step']}; checkpoint {ckpt}; continue with --resume"], 0
+    if "verification" in out:
+        lines = [summary_table({k: out[k] for k in ("ema", "raw")})]
+        lines += [f"{r['id']:6s} {r['status']:4s} {r['check']}: {r['value']}" for r in out["verification"]]
+        lines.append(f"run folder: {run_dir} (verification_report.md, verification_metrics.json, figures/)")
+        return lines, 0 if all(r["status"] != "FAIL" for r in out["verification"]) else 1
+    fm = [e["raw_fm_objective"] for e in out["log"] if "raw_fm_objective" in e]
+    lines = [f"trained to step {out['step']} of {cfg.training.steps}" + (f"; flow-matching error {fm[0]:.4g} -> {fm[-1]:.4g}" if fm else ""),
+             f"run folder: {run_dir} (config.yaml, checkpoints/, train_log.jsonl, tensorboard/)"]
+    if cfg.data.source == "latents": lines.append(f"sample it: neuromf-sample --run {run_dir} --n 8 --steps 1 --out {run_dir}/samples")
+    return lines, 0
+
+# %% ../nbs/14_toy.ipynb #197b45c2
+def run_command(argv=None, # command-line arguments
+                prog: str = "neuromf-toy", # the command's name
+                config_required: bool = False, # a --config is needed
+                default_out: Path | None = Path("runs/toy"), # None: --out is required
+                fail_on_verification: bool = True, # exit 1 when a P2 check fails (neuromf-toy)
+                launcher: bool = False, # accept neuromf-train's launcher options
+               ) -> int:
+    "The body of `neuromf-toy` and `neuromf-train`: parse, load the config, train, evaluate, report."
+    args = parse_args(argv, prog, config_required, default_out, launcher)
     overrides = list(args.overrides) + ([f"training.seed={args.seed}"] if args.seed is not None else [])
     if args.config is None and args.resume and (args.out / "config.yaml").is_file(): args.config = args.out / "config.yaml"
-    try:
-        cfg = load_config(args.config, overrides)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"neuromf-toy: {e}", file=sys.stderr); return 2
-    if list_checkpoints(args.out) and not args.resume:
-        print(f"neuromf-toy: {args.out} already holds a run; pass --resume to continue it or choose another --out", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, overrides)
     out = run_experiment(cfg, args.out, resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
-    print(summary_table({k: out[k] for k in ("ema", "raw")}))
-    for r in out["verification"]: print(f"{r['id']:6s} {r['status']:4s} {r['check']}: {r['value']}")
-    print(f"run folder: {args.out} (verification_report.md, verification_metrics.json, figures/)")
-    return 0 if all(r["status"] != "FAIL" for r in out["verification"]) else 1
+    lines, code = report_lines(out, cfg, args.out, prog)
+    if int(os.environ.get("RANK", "0")) == 0: print("\n".join(lines))
+    return code if fail_on_verification else 0
+
+def main(argv=None) -> int:
+    "`neuromf-toy`: train and verify MeanFlow on the torus."
+    return run_cli(lambda a: run_command(a, "neuromf-toy"), argv, "neuromf-toy")
 
 # %% ../nbs/14_toy.ipynb #298324d8
 def _in_ipython() -> bool:

@@ -50,9 +50,9 @@ def steps_per_second(config, overrides, out, probe_steps=300):
     sys.path.insert(0, str(ROOT))
     from neuromf.config import load_config
     from neuromf.train import train
-    cfg = load_config(config, overrides + [f"training.steps={probe_steps}", "training.checkpoint_every=100000"])
+    cfg = load_config(config, overrides + [f"training.steps={probe_steps}", "training.warmup_steps=10", "training.checkpoint_every=100000"])
     torch.set_num_threads(cfg.training.threads or torch.get_num_threads())
-    t0 = time.perf_counter(); train(load_config(config, overrides + ["training.steps=50"]), None, progress=False)
+    t0 = time.perf_counter(); train(load_config(config, overrides + ["training.steps=50", "training.warmup_steps=10"]), None, progress=False)
     t1 = time.perf_counter(); train(cfg, None, progress=False); t2 = time.perf_counter()
     return probe_steps / (t2 - t1)
 

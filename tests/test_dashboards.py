@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from plotly.basedatatypes import Undefined
+from neuromf.checkpoint import load_checkpoint, save_checkpoint
 from neuromf.dashboards import AngularKSDashboard, TorusFidelityDashboard
 from neuromf.dashboards.common import RunSampler, TensorSamples, fmt, make_demo_run, update_in_place
 from neuromf.dashboards.angular_ks import P_FLOOR
@@ -171,11 +172,11 @@ def test_diverged_checkpoint_shows_a_message_and_keeps_the_figures(run_dir, tmp_
     shutil.copytree(run_dir, bad)
     run = load_run(bad)
     first = run.steps[0]
-    state = torch.load(run.checkpoints[first], weights_only=False)
+    state = load_checkpoint(run.checkpoints[first])
     for sd in (state["model"], state["ema"]["shadow"]):
         for k, v in sd.items():
             if torch.is_tensor(v) and v.is_floating_point(): v.fill_(float("nan"))
-    torch.save(state, run.checkpoints[first])
+    save_checkpoint(state, bad, first)                  # a whole, verified checkpoint of a diverged model
     dash = TorusFidelityDashboard.from_run(bad, n_samples=250)
     shown = dash.metrics
     x_before = dash.figures["torus"].data[1].x
@@ -279,11 +280,11 @@ def test_velocity_error_dashboard_known_answers_and_bad_inputs(run_dir, tmp_path
     bad = tmp_path / "run"
     shutil.copytree(run_dir, bad)
     run = load_run(bad)
-    state = torch.load(run.checkpoints[run.steps[0]], weights_only=False)
+    state = load_checkpoint(run.checkpoints[run.steps[0]])
     for sd in (state["model"], state["ema"]["shadow"]):
         for v in sd.values():
             if torch.is_tensor(v) and v.is_floating_point(): v.fill_(float("nan"))
-    torch.save(state, run.checkpoints[run.steps[0]])
+    save_checkpoint(state, bad, run.steps[0])            # a whole, verified checkpoint of a diverged model
     dash = VelocityErrorDashboard.from_run(bad, n_points=250, n_times=4)
     shown, z_before = dash.metrics, dash.figures["heatmap"].data[0].z
     dash.controls.checkpoint.value = run.steps[0]

@@ -184,7 +184,7 @@ def test_P3_T10_bf16_mixed_precision(tangent, strategy):
 def test_train_with_unet_config(tmp_path):
     "neuromf.train runs the volumetric UNet config (tiny) end to end, and the run folder reloads."
     from neuromf.train import load_run
-    cfg = load_config(CONFIG, ["training.steps=2", "training.batch_size=2", "training.log_every=1", "training.checkpoint_every=2",
+    cfg = load_config(CONFIG, ["training.steps=2", "training.warmup_steps=1", "training.batch_size=2", "training.log_every=1", "training.checkpoint_every=2",
                                "data.spatial_size=8", "data.n_samples=16", "eval.n_samples=4"])
     assert isinstance(build_model(cfg), MAISIUNetWrapper)
     res = train(cfg, tmp_path / "run", progress=False)

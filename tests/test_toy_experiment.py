@@ -103,7 +103,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_killed_process_resumes_to_the_same_result(tmp_path):
     """SIGKILL a real `python -m neuromf.toy` run after its first checkpoint, resume it, compare with an uninterrupted run."""
-    args = ["training.steps=400", "training.batch_size=64", "training.checkpoint_every=50", "training.log_every=10",
+    args = ["training.steps=400", "training.warmup_steps=20", "training.batch_size=64", "training.checkpoint_every=50", "training.log_every=10",
             "model.hidden_dim=32", "model.n_hidden=2", "data.n_samples=512", "eval.n_samples=500", "training.threads=1"]
     cmd = [sys.executable, "-m", "neuromf.toy", "--no-progress", "--no-figures"]
     ref = subprocess.run(cmd + ["--out", str(tmp_path / "ref")] + args, capture_output=True, text=True)
@@ -165,7 +165,7 @@ def test_unknown_yaml_key_is_named(tmp_path):
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):
     cfg = _tiny(20)
     train(cfg, tmp_path, progress=False)
-    assert main(["--out", str(tmp_path), "training.steps=20"]) == 2
+    assert main(["--out", str(tmp_path), "training.steps=20", "training.warmup_steps=5"]) == 2
     assert "--resume" in capsys.readouterr().err
 
 

@@ -21,7 +21,7 @@ def test_training_on_a_latent_folder_matches_in_memory_torus(tmp_path):
 def test_shape_mismatch_is_named(tmp_path):
     cfg = load_config(overrides=["data.mode=volumetric", "data.spatial_size=8", "data.n_samples=4"])
     write_toroid_latents(cfg.data, tmp_path / "latents")
-    wrong = load_config(overrides=["data.mode=volumetric", "data.spatial_size=16", "training.steps=2", "training.batch_size=2"])
+    wrong = load_config(overrides=["data.mode=volumetric", "data.spatial_size=16", "training.steps=2", "training.warmup_steps=1", "training.batch_size=2"])
     import pytest
     with pytest.raises(ValueError, match=r"\(4, 8, 8, 8\).*\(4, 16, 16, 16\)"):
         train(wrong, progress=False, dataset=LatentDataset(tmp_path / "latents"))

@@ -1,0 +1,393 @@
+"""Every bad input and fault a user can meet, tried the way a user would, and classified from what actually happens:
+
+  clear      a non-zero exit (or an exception from the API) with one line naming the bad value, file or folder
+  warned     the case is legal but risky: it proceeds with a warning that says so (e.g. rflow on a CPU)
+  handled    a fault the tool recovers from by design (a bad checkpoint skipped, a stop that checkpoints), with a message
+  traceback  a raw traceback from a command
+  silent     bad input accepted without a word
+  unclear    an error that does not name what is wrong
+  lost       finished work (checkpoints, results) damaged or gone
+
+    .venv/bin/python scripts/robustness.py [--out bench_results/robustness.json] [--only SUBSTRING]   # ~3 minutes
+
+Writes a markdown table (case, how, outcome, message) and the counts. Cases run in-process where the command's
+own `main(argv)` is what the console script calls, in subprocesses where signals, locks or processes matter.
+"""
+import argparse, contextlib, io, json, os, shutil, signal, subprocess, sys, tempfile, time, traceback, warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CFG = str(ROOT / "configs" / "toy_toroid.yaml")
+SMALL_UNET = str(ROOT / "configs" / "maisi_latents_small.yaml")
+TINY = ["model.hidden_dim=32", "model.n_hidden=2", "data.n_samples=2048", "training.batch_size=64", "training.warmup_steps=2",
+        "training.log_every=5", "training.threads=1", "eval.n_samples=200", "eval.sample_steps=[1]", "--no-progress", "--no-figures"]
+CASES = []
+
+
+def case(area, name, how):
+    def deco(fn): CASES.append((area, name, how, fn)); return fn
+    return deco
+
+
+def run_main(main, argv):
+    "A command's main(argv) in this process: (exit code or None if it raised, stdout, stderr)."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("default")
+        try: code = main(argv)
+        except SystemExit as e: code = e.code if isinstance(e.code, int) else 2
+        except BaseException: return None, out.getvalue(), err.getvalue() + traceback.format_exc()
+    return code, out.getvalue(), err.getvalue()
+
+
+def classify_cli(code, err, needle):
+    lines = [l for l in err.strip().splitlines() if l.strip() and ": warning: " not in l]
+    if code is None or "Traceback" in err: return "traceback", (lines[-1] if lines else "")
+    if code == 0: return "silent", "exit 0"
+    msg = lines[-1] if lines else ""
+    if len(lines) != 1: return "unclear", f"{len(lines)} lines: {msg}"
+    return ("clear" if needle in msg else "unclear"), msg
+
+
+def classify_api(fn, needle, exc=Exception):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try: fn()
+        except exc as e:
+            msg = " ".join(str(e).split())
+            return ("clear" if needle in msg else "unclear"), f"{type(e).__name__}: {msg}"
+        except BaseException as e: return "unclear", f"{type(e).__name__}: {e}"
+    return "silent", "no error"
+
+
+def train_cli(argv): from neuromf.train_cli import main; return run_main(main, argv)
+def toy_cli(argv): from neuromf.toy import main; return run_main(main, argv)
+
+
+class Env:
+    "Shared fixtures: a finished tiny run, latent folders, files of every kind of wrong."
+    def __init__(self, tmp: Path):
+        import torch
+        from neuromf.config import load_config
+        from neuromf.data.latents import write_latent_folder, write_toroid_latents
+        from neuromf.train import train
+        self.tmp = tmp
+        self.run = tmp / "done"
+        train(load_config(overrides=[o for o in TINY if "=" in o] + ["training.steps=20", "training.checkpoint_every=5"]), self.run, progress=False)
+        (tmp / "bad.yaml").write_text("training: {steps: 3\n")
+        (tmp / "list.yaml").write_text("- 1\n- 2\n")
+        (tmp / "afile").write_text("x")
+        (tmp / "empty").mkdir()
+        (tmp / "results").mkdir(); (tmp / "results" / "verification_metrics.json").write_text("{}")
+        self.lat8 = tmp / "lat8"; write_toroid_latents(load_config(overrides=["data.mode=volumetric", "data.spatial_size=8", "data.n_samples=8"]).data, self.lat8)
+        self.lat20 = tmp / "lat20"; write_latent_folder(torch.randn(2, 4, 20, 16, 16), self.lat20)
+        self.mixed = tmp / "mixed"; write_latent_folder(torch.randn(2, 4, 8, 8, 8), self.mixed); write_latent_folder(torch.randn(1, 4, 16, 8, 8), self.mixed, prefix="z")
+        self.corrupt = tmp / "corrupt"; write_latent_folder(torch.randn(3, 4, 8, 8, 8), self.corrupt); (self.corrupt / "latent_00001.pt").write_bytes(b"garbage")
+        self.nolat = tmp / "nolat"; self.nolat.mkdir(); (self.nolat / "readme.txt").write_text("no latents here")
+
+    def out(self, name): return str(self.tmp / name)
+
+
+# --------------------------------------------------------------------------------------------------- configuration
+def _cfg_case(name, argv_fn, needle, how):
+    @case("config", name, how)
+    def _(env): return classify_cli(*[train_cli(argv_fn(env))[i] for i in (0, 2)], needle)
+
+_cfg_case("missing config file", lambda e: ["--config", "/no/such.yaml", "--out", e.out("x")], "/no/such.yaml", "neuromf-train --config /no/such.yaml")
+_cfg_case("malformed YAML", lambda e: ["--config", str(e.tmp / "bad.yaml"), "--out", e.out("x")], "not valid YAML", "unclosed `{` in the file")
+_cfg_case("YAML that is not a mapping", lambda e: ["--config", str(e.tmp / "list.yaml"), "--out", e.out("x")], "must hold a mapping", "a YAML list")
+_cfg_case("config path is a folder", lambda e: ["--config", str(e.tmp), "--out", e.out("x")], "is not a file", "--config <folder>")
+_cfg_case("unknown key", lambda e: ["--config", CFG, "--out", e.out("x"), "training.stepz=3"], "training.stepz", "training.stepz=3")
+_cfg_case("wrong type", lambda e: ["--config", CFG, "--out", e.out("x"), "training.lr=fast"], "training.lr", "training.lr=fast")
+_cfg_case("negative learning rate", lambda e: ["--config", CFG, "--out", e.out("x"), "training.lr=-1"], "training.lr=-1", "training.lr=-1")
+_cfg_case("override without =", lambda e: ["--config", CFG, "--out", e.out("x"), "training.steps"], "section.key=value", "training.steps")
+_cfg_case("warm-up longer than the run", lambda e: ["--config", CFG, "--out", e.out("x"), "training.steps=100"], "warmup_steps=500", "training.steps=100 (warm-up 500)")
+_cfg_case("unknown prediction type", lambda e: ["--config", CFG, "--out", e.out("x"), "model.prediction_type=v"], "prediction_type='v'", "model.prediction_type=v")
+_cfg_case("unknown JVP strategy", lambda e: ["--config", CFG, "--out", e.out("x"), "loss.strategy=autograd"], "loss.strategy='autograd'", "loss.strategy=autograd")
+_cfg_case("negative channel weight", lambda e: ["--config", CFG, "--out", e.out("x"), "loss.channel_weights=[1,-1,1,1]"], "channel_weights", "loss.channel_weights=[1,-1,1,1]")
+_cfg_case("NaN channel weight", lambda e: ["--config", CFG, "--out", e.out("x"), "loss.channel_weights=[1,.nan,1,1]"], "channel_weights", "loss.channel_weights=[1,.nan,1,1]")
+_cfg_case("channel weights, wrong count", lambda e: ["--config", CFG, "--out", e.out("x"), "loss.channel_weights=[1,2]"], "one weight per channel", "2 weights for 4 channels")
+_cfg_case("unknown precision", lambda e: ["--config", CFG, "--out", e.out("x"), "training.precision=fp16"], "training.precision='fp16'", "training.precision=fp16")
+_cfg_case("unknown device", lambda e: ["--config", CFG, "--out", e.out("x"), "training.device=tpu"], "training.device='tpu'", "training.device=tpu")
+_cfg_case("accumulate 0", lambda e: ["--config", CFG, "--out", e.out("x"), "training.accumulate=0"], "training.accumulate=0", "training.accumulate=0")
+_cfg_case("keep_checkpoints < 0", lambda e: ["--config", CFG, "--out", e.out("x"), "training.keep_checkpoints=-1"], "keep_checkpoints=-1", "training.keep_checkpoints=-1")
+_cfg_case("evaluation at 0 steps", lambda e: ["--config", CFG, "--out", e.out("x"), "eval.sample_steps=[0]"], "eval.sample_steps", "eval.sample_steps=[0]")
+_cfg_case("UNet size not divisible by 8", lambda e: ["--config", str(ROOT / "configs/toy_toroid_volumetric_unet.yaml"), "--out", e.out("x"), "data.spatial_size=12"], "divisible by 8", "volumetric torus 12^3 with the UNet")
+_cfg_case("UNet on points", lambda e: ["--config", CFG, "--out", e.out("x"), "model.arch=maisi_unet"], "needs volumes", "model.arch=maisi_unet on r4 data")
+_cfg_case("init_from without MAISI time scale", lambda e: ["--config", SMALL_UNET, "--out", e.out("x"), "model.unet.init_from=w.pt"], "time_scale", "model.unet.init_from=w.pt, time_scale 1")
+_cfg_case("init_from file missing", lambda e: ["--config", SMALL_UNET, "--out", e.out("x"), f"data.latents_dir={e.lat8}", "model.unet.init_from=/no/w.pt", "model.unet.time_scale=1000"], "/no/w.pt", "model.unet.init_from=/no/w.pt")
+_cfg_case("CUDA asked, none present", lambda e: ["--config", CFG, "--out", e.out("x"), "training.device=cuda"], "no CUDA device", "training.device=cuda on a CPU machine")
+_cfg_case("--nproc-per-node 0", lambda e: ["--config", CFG, "--out", e.out("x"), "--nproc-per-node", "0"], "--nproc-per-node=0", "--nproc-per-node 0")
+
+# ----------------------------------------------------------------------------------------------------- run folders
+_cfg_case_rf = lambda name, fn, needle, how: case("run folder", name, how)(lambda env: classify_cli(*[train_cli(fn(env))[i] for i in (0, 2)], needle))
+_cfg_case_rf("fresh run on a folder with a run", lambda e: ["--config", CFG, "--out", str(e.run), *TINY, "training.steps=20"], "already holds a run", "same --out twice")
+_cfg_case_rf("fresh run on results without checkpoints", lambda e: ["--config", CFG, "--out", str(e.tmp / "results"), *TINY, "training.steps=20"], "already holds a run (verification_metrics.json)", "folder with verification_metrics.json only")
+_cfg_case_rf("--out is a file", lambda e: ["--config", CFG, "--out", str(e.tmp / "afile")], "is a file", "--out <file>")
+_cfg_case_rf("resume of an empty folder", lambda e: ["--config", CFG, "--out", str(e.tmp / "empty"), "--resume"], "nothing to resume", "--resume on an empty folder")
+_cfg_case_rf("resume of a missing folder", lambda e: ["--config", CFG, "--out", e.out("nowhere"), "--resume"], "nothing to resume", "--resume on a path that does not exist")
+_cfg_case_rf("resume with a changed config", lambda e: ["--config", CFG, "--out", str(e.run), "--resume", *TINY, "training.steps=20", "loss.p=1.0"], "loss.p: 2.0 -> 1.0", "--resume loss.p=1.0")
+_cfg_case_rf("resume with fewer steps than done", lambda e: ["--config", CFG, "--out", str(e.run), "--resume", *TINY, "training.steps=10"], "below the step", "--resume training.steps=10 after 20")
+_cfg_case_rf("resume with another global batch", lambda e: ["--config", CFG, "--out", str(e.run), "--resume", *TINY, "training.steps=30", "training.batch_size=32"], "global batch", "--resume training.batch_size=32 (was 64)")
+
+
+@case("run folder", "--out read-only", "--out on a read-only mount")
+def _(env):
+    ro = env.tmp / "ro"; ro.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
+        return "not run", "cannot mount a read-only tmpfs here"
+    try:
+        code, _, err = train_cli(["--config", CFG, "--out", str(ro / "run"), *TINY])
+        return classify_cli(code, err, str(ro / "run"))
+    finally: subprocess.run(["umount", "-l", str(ro)])
+
+
+def _popen_train(argv):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "neuromf.train_cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT)
+
+
+def _wait_ckpt(run, proc, timeout=120):
+    from neuromf.checkpoint import list_checkpoints
+    t = time.time() + timeout
+    while not list_checkpoints(run) and proc.poll() is None and time.time() < t: time.sleep(0.05)
+
+
+@case("run folder", "two runs on one folder", "start a run; start a second (fresh, then --resume) on its folder 0.5 s later")
+def _(env):
+    from neuromf.checkpoint import list_checkpoints, verify_checkpoint
+    run = env.tmp / "busy"
+    argv = ["--config", CFG, "--out", str(run), *TINY, "training.steps=200", "training.checkpoint_every=20"]
+    first = _popen_train(argv); _wait_ckpt(run, first)
+    outcomes = [classify_cli(*[train_cli(a)[i] for i in (0, 2)], "in use by pid") for a in (argv, argv + ["--resume"])]
+    first.communicate(timeout=300)
+    if first.returncode != 0 or not all(verify_checkpoint(p) is None for _, p in list_checkpoints(run)) or list_checkpoints(run)[-1][0] != 200:
+        return "lost", "the first run's results were damaged"
+    ok = outcomes[1][0] == "clear" and outcomes[0][1] and ("already holds a run" in outcomes[0][1] or "in use" in outcomes[0][1])
+    return ("clear" if ok else "unclear"), outcomes[1][1]
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoints
+def _damaged_resume(env, damage):
+    from neuromf.checkpoint import checkpoint_path, manifest_path
+    run = env.tmp / f"dmg_{damage}"; shutil.copytree(env.run, run)
+    last = checkpoint_path(run, 20)
+    if damage == "truncated": last.write_bytes(last.read_bytes()[:200])
+    elif damage == "zero bytes": last.write_bytes(b"")
+    elif damage == "garbage": last.write_bytes(os.urandom(last.stat().st_size))
+    elif damage == "no manifest": manifest_path(last).unlink()
+    code, out, err = train_cli(["--config", CFG, "--out", str(run), "--resume", *TINY, "training.steps=30"])
+    if code != 0: return classify_cli(code, err, "step_00000020")
+    warn = next((l for l in err.splitlines() if "step_00000020" in l), "")
+    return ("handled", warn) if warn else ("silent", "resumed without naming the skipped checkpoint")
+
+for _d in ("truncated", "zero bytes", "garbage", "no manifest"):
+    case("checkpoints", f"{_d} last checkpoint, --resume", f"damage step 20, then --resume")(lambda env, d=_d: _damaged_resume(env, d))
+
+
+@case("checkpoints", "every checkpoint bad, --resume", "empty every checkpoint file, then --resume")
+def _(env):
+    from neuromf.checkpoint import list_checkpoints
+    run = env.tmp / "allbad"; shutil.copytree(env.run, run)
+    for _, p in list_checkpoints(run): p.write_bytes(b"")
+    return classify_cli(*[train_cli(["--config", CFG, "--out", str(run), "--resume", *TINY, "training.steps=30"])[i] for i in (0, 2)], "no usable checkpoint")
+
+
+@case("checkpoints", "dashboard on a run with a bad checkpoint", "TorusFidelityDashboard.from_run after emptying the last checkpoint")
+def _(env):
+    from neuromf.checkpoint import checkpoint_path
+    from neuromf.dashboards import TorusFidelityDashboard
+    run = env.tmp / "dashbad"; shutil.copytree(env.run, run); checkpoint_path(run, 20).write_bytes(b"")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        try: d = TorusFidelityDashboard.from_run(run, n_samples=200)
+        except Exception as e: return "unclear", f"{type(e).__name__}: {e}"
+    msg = next((str(x.message) for x in w if "step_00000020" in str(x.message)), "")
+    return ("handled" if msg else "silent"), msg or "bad checkpoint not named"
+
+
+@case("checkpoints", "load_run on a folder that is not a run", "neuromf.load_run('<empty folder>')")
+def _(env):
+    from neuromf.train import load_run
+    return classify_api(lambda: load_run(env.tmp / "empty"), "not a NeuroMF run folder")
+
+
+@case("checkpoints", "load_models at a step that does not exist", "load_run(run).load_models(7)")
+def _(env):
+    from neuromf.train import load_run
+    return classify_api(lambda: load_run(env.run).load_models(7), "no checkpoint at step 7")
+
+
+# ------------------------------------------------------------------------------------------------------- disk full
+@case("disk", "disk full while checkpointing", "3 MB tmpfs filled to less than one checkpoint, then --resume")
+def _(env):
+    from neuromf.checkpoint import checkpoint_path, verify_checkpoint
+    mnt = env.tmp / "fs"; mnt.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        return "not run", "cannot mount a tmpfs here"
+    try:
+        run = mnt / "run"; shutil.copytree(env.run, run)
+        size = checkpoint_path(run, 20).stat().st_size
+        (mnt / "filler").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - size // 2))
+        code, _, err = train_cli(["--config", CFG, "--out", str(run), "--resume", *TINY, "training.steps=40", "training.checkpoint_every=5"])
+        if verify_checkpoint(checkpoint_path(run, 20)) is not None: return "lost", "earlier checkpoint damaged"
+        if list(run.rglob(".*tmp*")): return "lost", "partial files left behind"
+        return classify_cli(code, err, "no space left on")
+    finally: subprocess.run(["umount", "-l", str(mnt)])
+
+
+@case("disk", "disk full while writing figures", "tmpfs filled before the figures of a finished run")
+def _(env):
+    import torch
+    from neuromf.config import load_config
+    from neuromf.evaluate import write_figures, make_figures
+    mnt = env.tmp / "fs2"; mnt.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        return "not run", "cannot mount a tmpfs here"
+    try:
+        import plotly.graph_objects as go
+        (mnt / "filler").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - 200_000))   # plotly.min.js needs ~4.5 MB
+        res = classify_api(lambda: write_figures({"loss": go.Figure()}, mnt / "figures"), "No space left on device: '" + str(mnt / "figures"))
+        left = list((mnt / "figures").glob("*")) if (mnt / "figures").exists() else []
+        return ("lost", f"partial files left: {left}") if left else res
+    finally: subprocess.run(["umount", "-l", str(mnt)])
+
+
+@case("disk", "truncated plotly.min.js from an earlier run", "cut figures/plotly.min.js to 1 kB, write figures again")
+def _(env):
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+    from neuromf.evaluate import write_figures
+    d = env.tmp / "figs"; write_figures({"a": go.Figure()}, d)
+    (d / "plotly.min.js").write_text(get_plotlyjs()[:1000])
+    write_figures({"a": go.Figure()}, d)
+    return ("handled", "bundle re-written whole") if (d / "plotly.min.js").read_text() == get_plotlyjs() else ("lost", "truncated bundle kept")
+
+
+# --------------------------------------------------------------------------------------------------------- signals
+def _signal_case(sig, nproc=1):
+    def fn(env):
+        run = env.tmp / f"sig_{sig}_{nproc}"
+        argv = ["--config", CFG, "--out", str(run), *TINY, "training.steps=3000", "training.checkpoint_every=40"]
+        if nproc > 1: argv += [f"--nproc-per-node={nproc}", "training.batch_size=32"]
+        p = _popen_train(argv); _wait_ckpt(run, p)
+        p.send_signal(sig); out, err = p.communicate(timeout=180)
+        if "Traceback" in err: return "traceback", err.strip().splitlines()[-1]
+        line = next((l for l in out.splitlines() if "stopped by" in l), "")
+        return ("handled" if p.returncode == 0 and line else "unclear"), line or f"exit {p.returncode}"
+    return fn
+
+case("signals", "SIGTERM during training", "kill -TERM <neuromf-train> after its first checkpoint")(_signal_case(signal.SIGTERM))
+case("signals", "Ctrl-C (SIGINT) during training", "kill -INT <neuromf-train> after its first checkpoint")(_signal_case(signal.SIGINT))
+case("signals", "SIGTERM to a 2-process run", "neuromf-train --nproc-per-node 2; kill -TERM <launcher>")(_signal_case(signal.SIGTERM, 2))
+
+
+@case("signals", "SIGKILL during training, then --resume", "kill -9 after the first checkpoint; --resume")
+def _(env):
+    from neuromf.checkpoint import list_checkpoints
+    run = env.tmp / "killed"
+    argv = ["--config", CFG, "--out", str(run), *TINY, "training.steps=200", "training.checkpoint_every=20"]
+    p = _popen_train(argv); _wait_ckpt(run, p); p.kill(); p.wait()
+    code, out, err = train_cli(argv + ["--resume"])
+    return ("handled", f"resumed to step {list_checkpoints(run)[-1][0]}") if code == 0 else classify_cli(code, err, "")
+
+
+# ------------------------------------------------------------------------------------------------ training faults
+@case("training", "non-finite loss", "train on torus data poisoned with NaN")
+def _(env):
+    from neuromf.config import load_config
+    from neuromf.data.toroid import ToroidDataset
+    from neuromf.train import train
+    cfg = load_config(overrides=[o for o in TINY if "=" in o] + ["training.steps=10", "training.checkpoint_every=5"])
+    ds = ToroidDataset(cfg.data); ds._data[:] = float("nan")
+    return classify_api(lambda: train(cfg, env.tmp / "nan", progress=False, dataset=ds), "non-finite loss or gradient at step 1")
+
+
+@case("training", "latent folder missing", "data.latents_dir=/no/latents")
+def _(env): return classify_cli(*[train_cli(["--config", SMALL_UNET, "--out", env.out("x"), "data.latents_dir=/no/latents"])[i] for i in (0, 2)], "/no/latents")
+
+@case("training", "latent folder without latents", "data.latents_dir=<folder with a .txt only>")
+def _(env): return classify_cli(*[train_cli(["--config", SMALL_UNET, "--out", env.out("x"), f"data.latents_dir={env.nolat}"])[i] for i in (0, 2)], str(env.nolat))
+
+@case("training", "latents not divisible by 8", "4 x 20 x 16 x 16 latents with the UNet")
+def _(env): return classify_cli(*[train_cli(["--config", SMALL_UNET, "--out", env.out("x"), f"data.latents_dir={env.lat20}"])[i] for i in (0, 2)], "divisible by 8")
+
+@case("training", "latents of mixed shapes", "a folder with 4x8^3 and 4x16x8x8 files")
+def _(env): return classify_cli(*[train_cli(["--config", SMALL_UNET, "--out", env.out("x"), f"data.latents_dir={env.mixed}"])[i] for i in (0, 2)], "z_00000.pt")
+
+@case("training", "corrupt latent file", "one .pt file overwritten with garbage")
+def _(env): return classify_cli(*[train_cli(["--config", SMALL_UNET, "--out", env.out("x"), f"data.latents_dir={env.corrupt}"])[i] for i in (0, 2)], "latent_00001.pt")
+
+
+@case("training", "latent file corrupted mid-run, 2 processes", "neuromf-train --nproc-per-node 2; garble one latent after the first checkpoint")
+def _(env):
+    lat = env.tmp / "lat_mid"; shutil.copytree(env.lat8, lat)
+    run = env.tmp / "ddp_bad"
+    p = _popen_train(["--config", SMALL_UNET, "--out", str(run), f"data.latents_dir={lat}", "training.steps=400", "training.warmup_steps=1",
+                      "training.checkpoint_every=2", "training.batch_size=1", "training.threads=1", "training.check_model=false",
+                      "--nproc-per-node=2", "--no-progress"])
+    _wait_ckpt(run, p)
+    bad = sorted(lat.glob("*.pt"))[3]; bad.write_bytes(b"garbage")
+    t0 = time.time(); out, err = p.communicate(timeout=180)
+    if time.time() - t0 > 120: return "unclear", "ranks did not stop together"
+    lines = [l for l in err.splitlines() if "error:" in l]
+    named = [l for l in lines if bad.name in l]
+    if p.returncode == 0: return "silent", "exit 0"
+    return ("clear" if named else "unclear"), (named or lines or ["?"])[0][-200:]
+
+
+@case("training", "rflow preset on a CPU", "model.unet.preset=rflow, training.device=cpu")
+def _(env):
+    import torch
+    from neuromf.config import load_config
+    from neuromf.train import build_model, _warn_if_large
+    cfg = load_config(SMALL_UNET, ["model.unet.preset=rflow", "data.latent_shape=[4,16,16,16]"])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always"); _warn_if_large(build_model(cfg), torch.device("cpu"))
+    msg = next((str(x.message) for x in w if "GiB" in str(x.message)), "")
+    return ("warned" if msg else "silent"), msg
+
+
+@case("training", "volumetric torus, default evaluation", "data.mode=volumetric (4x32^3) with eval.n_samples=10000: memory needed")
+def _(env):
+    from neuromf.config import load_config
+    from neuromf.evaluate import check_eval_memory
+    need = check_eval_memory(load_config(overrides=["data.mode=volumetric"]), 2)
+    return ("handled", f"evaluated in blocks: ~{need / 2**30:.2f} GiB held (was 5.2 GB of noise)") if need < 2**30 else ("lost", f"{need / 2**30:.1f} GiB")
+
+
+@case("training", "evaluation larger than memory", "data.ambient_dim=1024, eval.n_samples=10^7")
+def _(env):
+    from neuromf.config import load_config
+    from neuromf.evaluate import check_eval_memory
+    return classify_api(lambda: check_eval_memory(load_config(overrides=["data.ambient_dim=1024", "eval.n_samples=10000000"]), 2), "lower eval.n_samples")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--only", default=None, help="run the cases whose name contains this")
+    a = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import torch; torch.set_num_threads(1)
+    cases = [c for c in CASES if a.only is None or a.only in c[1]]
+    if not cases: raise SystemExit(f"robustness: no case name contains {a.only!r}")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        env = Env(Path(d))
+        for area, name, how, fn in cases:
+            t0 = time.time()
+            try: outcome, msg = fn(env)
+            except Exception as e: outcome, msg = "traceback", f"{type(e).__name__}: {e}"
+            rows.append({"area": area, "case": name, "how": how, "outcome": outcome, "message": msg, "seconds": round(time.time() - t0, 1)})
+            print(f"{outcome:9s} {area:12s} {name}: {msg[:150]}", flush=True)
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in ("clear", "warned", "handled", "traceback", "silent", "unclear", "lost", "not run")}
+    print("\n" + ", ".join(f"{k}: {v}" for k, v in counts.items()) + f" ({len(rows)} cases)")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({"counts": counts, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
