@@ -218,7 +218,7 @@ def oracle_evaluation(cfg: ExperimentConfig, models: dict) -> dict:
         return {"skipped": "volumetric data: evaluating the volume network on the (r, t) grid would take minutes on CPU; "
                            "use neuromf.oracle with the run's embedding on a few points instead"}
     from neuromf.oracle import oracle_metrics
-    return oracle_metrics(models, cfg.data, sample_steps=tuple(cfg.eval.sample_steps), seed=cfg.eval.seed)
+    return oracle_metrics(models, cfg.data, n_points=250, n_noise=1000, sample_steps=tuple(cfg.eval.sample_steps), seed=cfg.eval.seed)
 
 def oracle_markdown(oracle: dict) -> str:
     "The oracle section of the verification report."
