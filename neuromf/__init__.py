@@ -18,13 +18,15 @@ _EXPORTS = {
     "neuromf.data.latents": ["LatentDataset", "load_latent", "save_latent", "write_latent_folder", "write_toroid_latents"],
     "neuromf.model_check": ["check_model", "ModelCheckError", "ModelCheckReport"],
     "neuromf.sweep": ["SweepSpec", "run_sweep"],
-    "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard", "VolumeDashboard"],
     "neuromf.mri.autoencoder": ["MAISI_AUTOENCODER", "autoencoder_config", "build_autoencoder", "load_autoencoder", "save_autoencoder",
                                 "encode_images", "decode_latents", "fit_autoencoder"],
     "neuromf.mri.encode": ["EncodeSettings", "encode_folder", "prepare_image", "image_transforms", "brain_phantom", "write_phantoms",
                            "write_nifti", "reconstruct_folder", "encoded_inputs"],
     "neuromf.mri.sample": ["sample_latents", "sample_run", "read_latent_stats"],
     "neuromf.metrics.volumes": ["latent_mmd", "pairwise_ms_ssim", "load_feature_net", "medicalnet_features", "fid", "volume_metrics"],
+    "neuromf.oracle": ["exact_velocity", "exact_flow", "exact_mean_velocity", "sample_path", "ExactMeanFlow", "VelocityProbe",
+                       "sampling_error", "oracle_metrics"],
+    "neuromf.dashboards": ["TorusFidelityDashboard", "AngularKSDashboard", "VelocityErrorDashboard", "VolumeDashboard"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)

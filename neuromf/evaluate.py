@@ -17,7 +17,7 @@ from .train import atomic_save, atomic_write_text
 # %% auto #0
 __all__ = ['NOISE_BLOCK', 'BLOCK_NUMBERS', 'block_size', 'draw', 'noise_blocks', 'evaluation_noise', 'check_eval_memory',
            'evaluate_models', 'verification_checks', 'report_markdown', 'donut_xyz', 'make_figures', 'write_figures',
-           'evaluate_run']
+           'oracle_evaluation', 'oracle_markdown', 'evaluate_run']
 
 # %% ../nbs/13_evaluate.ipynb #26e2f5fc
 NOISE_BLOCK, BLOCK_NUMBERS = 1024, 2 ** 24
@@ -211,6 +211,29 @@ def write_figures(figs: dict, # plotly figures by file stem
         atomic_write_text(js, asset)
     return [atomic_write_text(fig.to_html(include_plotlyjs="directory"), folder / f"{name}.html") for name, fig in figs.items()]
 
+# %% ../nbs/13_evaluate.ipynb #bee565ce
+def oracle_evaluation(cfg: ExperimentConfig, models: dict) -> dict:
+    "`neuromf.oracle.oracle_metrics` of each named model on the run's data space (a recorded reason instead for volumetric data)."
+    if cfg.data.mode != "r4":
+        return {"skipped": "volumetric data: evaluating the volume network on the (r, t) grid would take minutes on CPU; "
+                           "use neuromf.oracle with the run's embedding on a few points instead"}
+    from neuromf.oracle import oracle_metrics
+    return oracle_metrics(models, cfg.data, n_points=250, n_noise=1000, sample_steps=tuple(cfg.eval.sample_steps), seed=cfg.eval.seed)
+
+def oracle_markdown(oracle: dict) -> str:
+    "The oracle section of the verification report."
+    if "skipped" in oracle: return f"\n## Against the exact flow\n\nskipped: {oracle['skipped']}\n"
+    names = [k for k, v in oracle.items() if isinstance(v, dict) and "sampling" in v]
+    steps = list(oracle[names[0]]["sampling"]) if names else []
+    lines = ["", f"## Against the exact flow (relative error |u - u*| / |u*|, {oracle['n_points_per_cell']} points z ~ p_t per (r, t) cell)", "",
+             "| weights | mean over r < t | r = 0 cut | instantaneous (r = t) | 1-NFE cell (0, 1) | " + " | ".join(f"{k}-step vs exact flow" for k in steps) + " |",
+             "|---|---|---|---|---|" + "---|" * len(steps)]
+    for n in names:
+        m = oracle[n]
+        lines.append(f"| {n} | {m['mean_velocity_rel_error_mean']:.4f} | {m['r0_rel_error_mean']:.4f} | {m['instantaneous_rel_error_mean']:.4f} | "
+                     f"{m['one_step_rel_error']:.4f} | " + " | ".join(f"{m['sampling'][k]['final']:.4f}" for k in steps) + " |")
+    return "\n".join(lines) + "\n"
+
 # %% ../nbs/13_evaluate.ipynb #c60a7874
 def evaluate_run(out_dir: str | Path, cfg: ExperimentConfig, model, ema_model, log: list, dataset: ToroidDataset | None = None,
                  timing: dict | None = None, figures: bool = True) -> dict:
@@ -219,9 +242,10 @@ def evaluate_run(out_dir: str | Path, cfg: ExperimentConfig, model, ema_model, l
     dataset = dataset or ToroidDataset(cfg.data)
     samples, metrics = evaluate_models({"ema": ema_model, "raw": model}, dataset, cfg)
     rows = verification_checks(cfg, log, metrics, model, dataset)
+    oracle = oracle_evaluation(cfg, {"ema": ema_model, "raw": model})
     atomic_save(samples, out_dir / "generated_samples.pt")
-    payload = {**metrics, "verification": rows, "timing": timing or {}}
+    payload = {**metrics, "verification": rows, "oracle": oracle, "timing": timing or {}}
     atomic_write_text(json.dumps(payload, indent=1), out_dir / "verification_metrics.json")
-    atomic_write_text(report_markdown(cfg, rows, metrics, timing), out_dir / "verification_report.md")
+    atomic_write_text(report_markdown(cfg, rows, metrics, timing) + oracle_markdown(oracle), out_dir / "verification_report.md")
     if figures: write_figures(make_figures(cfg, log, samples, dataset), out_dir / "figures")
     return payload

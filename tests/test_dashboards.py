@@ -203,3 +203,95 @@ def test_lazy_top_level_exports():
             "assert neuromf.TorusFidelityDashboard is T and neuromf.AngularKSDashboard is A; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+# --- mean-velocity error dashboard (neuromf.dashboards.velocity_error) -------------------------------------------------
+VE_CHANGES = [("weights", "raw"), ("checkpoint", "first"), ("n", 250), ("weights", "ema")]
+
+
+def expected_velocity_errors(run_dir, step, weights, n, n_times, noise_per_point=8):
+    "Every number of the velocity-error dashboard, recomputed from the checkpoint, seeded points and the oracle's primitives."
+    from neuromf.oracle import exact_mean_velocity, sample_path
+    from neuromf.metrics.torus import exact_one_step_map
+    run = load_run(run_dir)
+    raw, ema = run.load_models(step)
+    model = ema if weights == "ema" else raw
+    seed = run.config.eval.seed
+    _, x, e = sample_path(n, 0.0, None, torch.Generator().manual_seed(seed))
+    times = [i / n_times for i in range(1, n_times + 1)]
+    rel, ab = np.full((n_times + 1, n_times), np.nan), np.full((n_times + 1, n_times), np.nan)
+    for i, t in enumerate(times):
+        z = (1 - t) * x + t * e
+        for j, r in enumerate([0.0, *times]):
+            if r > t + 1e-12: continue
+            u_star = exact_mean_velocity(z, r, t)
+            with torch.no_grad(): u = model(z.float(), r, t).double()
+            err = (u - u_star).norm(dim=1)
+            rel[j, i], ab[j, i] = (err.mean() / u_star.norm(dim=1).mean()).item(), err.mean().item()
+    noise = sample_path(noise_per_point * n, 1.0, None, torch.Generator().manual_seed(seed + 1))[0]
+    with torch.no_grad(): u1 = model(noise.float(), 0.0, 1.0).double()
+    per = (u1 - (noise - exact_one_step_map(noise))).norm(dim=1).numpy()
+    ang = torus_angles(noise).numpy()
+    prof = np.stack([[per[(ang[:, c] >= lo) & (ang[:, c] < lo + 2 * math.pi / 24)].mean() for lo in -math.pi + np.arange(24) * 2 * math.pi / 24]
+                     for c in (0, 1)])
+    return rel, ab, prof, per.mean()
+
+
+def test_velocity_error_dashboard_controls(run_dir):
+    from neuromf.dashboards import VelocityErrorDashboard
+    dash = VelocityErrorDashboard.from_run(run_dir, n_points=500, n_times=5)
+    assert dash.controls.values == {"step": 200, "weights": "ema", "n_steps": 1, "n": 500}
+    assert dash.controls.n_steps.layout.display == "none"
+    steps = load_run(run_dir).steps
+
+    def check(d):
+        v, f = d.controls.values, d.figures
+        rel, ab, prof, mean1 = expected_velocity_errors(run_dir, v["step"], v["weights"], v["n"], 5)
+        np.testing.assert_allclose(np.asarray(f["heatmap"].data[0].z, dtype=float), rel, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(f["heatmap"].data[0].customdata, dtype=float), ab, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(f["cut"].data[0].y, rel[0], rtol=1e-6)
+        np.testing.assert_allclose(f["cut"].data[1].y, [rel[i + 1, i] for i in range(5)], rtol=1e-6)
+        np.testing.assert_allclose(np.stack([f["angles"].data[0].y, f["angles"].data[1].y]), prof, rtol=1e-6)
+        assert d.metrics["one_step_error_mean"] == pytest.approx(mean1, rel=1e-6)
+        assert d.metrics["mean_velocity_rel_error_mean"] == pytest.approx(np.mean([rel[j, i] for i in range(5) for j in range(i + 1)]), rel=1e-6)
+        assert fmt(d.metrics["mean_velocity_rel_error_mean"]) in f["heatmap"].layout.title.text
+        assert fmt(d.metrics["r0_rel_error_mean"]) in d.table.value and f"step {v['step']}" in d.status.value
+
+    check(dash)
+    figs = dict(dash.figures)
+    traces = {k: list(f.data) for k, f in figs.items()}
+    counts = count_messages(figs)
+    for name, value in VE_CHANGES:
+        value = steps[0] if value == "first" else value
+        before = {k: repr([t.to_plotly_json() for t in f.data]) for k, f in figs.items()}
+        for c in counts.values(): c.clear()
+        assert dash.controls.widgets[name].value != value
+        dash.controls.widgets[name].value = value
+        for k, f in figs.items():
+            assert dash.figures[k] is f and all(a is b for a, b in zip(f.data, traces[k], strict=True)), f"{name}: {k} replaced"
+            assert counts[k] == {"update": 1}, f"{name}: figure {k} sent {counts[k]} (expected one batched update)"
+            assert repr([t.to_plotly_json() for t in f.data]) != before[k], f"{name}: {k} unchanged"
+        check(dash)
+
+
+def test_velocity_error_dashboard_known_answers_and_bad_inputs(run_dir, tmp_path):
+    from neuromf.dashboards import VelocityErrorDashboard
+    from neuromf.oracle import ExactMeanFlow
+    cfg = ToroidConfig(ambient_dim=7)
+    exact = VelocityErrorDashboard.from_model(ExactMeanFlow(cfg), embedding=cfg, n_points=250, n_times=4)
+    assert np.nanmax(np.asarray(exact.figures["heatmap"].data[0].z, dtype=float)) < 1e-5 and exact.metrics["one_step_error_mean"] < 1e-5
+    for w in ("weights", "checkpoint"): assert exact.controls.widgets[w].layout.display == "none"
+    with pytest.raises(ValueError, match="step=7"): VelocityErrorDashboard.from_run(run_dir, step=7)
+    with pytest.raises(TypeError, match="RunSampler or ModelSource"): VelocityErrorDashboard(str(run_dir))
+    bad = tmp_path / "run"
+    shutil.copytree(run_dir, bad)
+    run = load_run(bad)
+    state = load_checkpoint(run.checkpoints[run.steps[0]])
+    for sd in (state["model"], state["ema"]["shadow"]):
+        for v in sd.values():
+            if torch.is_tensor(v) and v.is_floating_point(): v.fill_(float("nan"))
+    save_checkpoint(state, bad, run.steps[0])            # a whole, verified checkpoint of a diverged model
+    dash = VelocityErrorDashboard.from_run(bad, n_points=250, n_times=4)
+    shown, z_before = dash.metrics, dash.figures["heatmap"].data[0].z
+    dash.controls.checkpoint.value = run.steps[0]
+    assert "non-finite" in dash.status.value and dash.metrics == shown and dash.figures["heatmap"].data[0].z is z_before

@@ -19,11 +19,13 @@ DOCS_IMG = ROOT / "docs" / "img"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-dev-shm-usage"]
-DASHBOARDS = [  # notebook, screenshot name, number of plotly figures the dashboard shows
-    ("18_dashboards.fidelity.ipynb", "dashboard_fidelity", 3),
-    ("19_dashboards.angular_ks.ipynb", "dashboard_angular_ks", 4),
+DASHBOARDS = [  # notebook, screenshot name, number of plotly figures, (toggle button to click, text the status shows after it)
+    ("18_dashboards.fidelity.ipynb", "dashboard_fidelity", 3, ("5", "5 steps")),
+    ("19_dashboards.angular_ks.ipynb", "dashboard_angular_ks", 4, ("5", "5 steps")),
+    ("26_dashboards.velocity_error.ipynb", "dashboard_velocity_error", 3, ("raw", "raw")),
 ]
 VOLUME_DASHBOARD = "31_dashboards.volumes.ipynb"  # its own test below (other controls)
+STATUS = re.compile(r"(sampled|measured) in")  # the status line under each dashboard
 
 
 def _missing() -> str | None:
@@ -195,8 +197,8 @@ def _changed(page, before, what: str, timeout_s: float = 90):
     return now
 
 
-@pytest.mark.parametrize("notebook,name,n_plots", DASHBOARDS, ids=[d[1] for d in DASHBOARDS])
-def test_dashboard_renders_and_redraws_in_chromium(lab, browser, notebook, name, n_plots):
+@pytest.mark.parametrize("notebook,name,n_plots,toggle", DASHBOARDS, ids=[d[1] for d in DASHBOARDS])
+def test_dashboard_renders_and_redraws_in_chromium(lab, browser, notebook, name, n_plots, toggle):
     page = browser.new_page(viewport={"width": 1600, "height": 1500})
     t0, timings = time.time(), {}
     console_errors = []
@@ -228,16 +230,16 @@ def test_dashboard_renders_and_redraws_in_chromium(lab, browser, notebook, name,
         assert new_step != first_step, f"the checkpoint slider did not move ({first_step})"
         assert [d["probe"] for d in after] == [str(i) for i in range(n_plots)], "figures were replaced, not updated"
         assert any(a["svg"] != b["svg"] for a, b in zip(after, before) if b["svg"] != 5381), "no 2-D figure re-drew its SVG"
-        status = out.locator(".widget-html").filter(has_text="sampled in").inner_text()
+        status = out.locator(".widget-html").filter(has_text=STATUS).inner_text()
         assert f"step {new_step}" in status, status
         _shot(out, f"{name}_after_slider")
 
         t1 = time.time()
-        out.locator(".widget-toggle-button").filter(has_text=re.compile(r"^\s*5\s*$")).click()
-        after2 = _changed(page, after, "choosing 5 sampling steps")
+        out.locator(".widget-toggle-button").filter(has_text=re.compile(rf"^\s*{toggle[0]}\s*$")).click()
+        after2 = _changed(page, after, f"clicking the {toggle[0]!r} button")
         timings["toggle_redraw"] = time.time() - t1
         assert [d["probe"] for d in after2] == [str(i) for i in range(n_plots)]
-        assert "5 steps" in out.locator(".widget-html").filter(has_text="sampled in").inner_text()
+        assert toggle[1] in out.locator(".widget-html").filter(has_text=STATUS).inner_text()
         _shot(out, f"{name}_after_steps")
         if os.environ.get("NEUROMF_UPDATE_SCREENSHOTS") == "1":
             DOCS_IMG.mkdir(parents=True, exist_ok=True)
