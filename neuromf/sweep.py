@@ -287,6 +287,7 @@ def check_settings(out: Path, # the sweep folder
 def sweep_lock(out: Path, # the sweep folder
               ):
     "Hold `out/.sweep.lock` for the duration; a second sweep on the same folder fails at once."
+    if Path(out).exists() and not Path(out).is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a sweep folder")
     Path(out).mkdir(parents=True, exist_ok=True)
     with open(Path(out) / ".sweep.lock", "w") as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -194,6 +194,14 @@ def test_bad_input_is_one_clear_line(args, needle, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_out_that_is_a_file_is_one_clear_line(tmp_path, capsys):
+    f = tmp_path / "afile"; f.write_text("x")
+    assert main(["--out", str(f), "--no-progress", "--dims", "4", "--pred", "u", "--loss", "mf", "--steps", "20", "training.warmup_steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {f} is a file, not a sweep folder" in err and "Traceback" not in err, err
+    assert f.read_text() == "x"
+
+
 def test_cli_process_one_line_and_usage_errors(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "neuromf.sweep", "--out", str(tmp_path / "x"), "--dims", "4,2"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr == ("neuromf-sweep: error: --dims: 2 is not an integer >= 4 (D is the ambient dimension; "
