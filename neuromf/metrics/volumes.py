@@ -107,8 +107,11 @@ def fid(real_features: torch.Tensor, # `(N, F)`
         generated_features: torch.Tensor, # `(M, F)`
        ) -> float:
     "MONAI's FID between two sets of feature vectors."
-    if real_features.shape[1:] != generated_features.shape[1:]: raise ValueError("real and generated features differ in size")
-    if min(len(real_features), len(generated_features)) < 2: raise ValueError("FID needs at least 2 feature vectors per set")
+    if real_features.shape[1:] != generated_features.shape[1:]:
+        raise ValueError(f"real features {tuple(real_features.shape)} and generated features {tuple(generated_features.shape)} differ in size "
+                         "(FID compares (N, F) with (M, F): the same feature network for both sets)")
+    if min(len(real_features), len(generated_features)) < 2:
+        raise ValueError(f"FID needs at least 2 feature vectors per set (got {len(real_features)} and {len(generated_features)})")
     return float(FIDMetric()(generated_features.double(), real_features.double()))
 
 # %% ../../nbs/30_metrics.volumes.ipynb #0d9a1624
