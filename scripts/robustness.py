@@ -8,7 +8,7 @@
   unclear    an error that does not name what is wrong
   lost       finished work (checkpoints, results) damaged or gone
 
-    .venv/bin/python scripts/robustness.py [--out bench_results/robustness.json] [--only SUBSTRING]   # ~3 minutes
+    .venv/bin/python scripts/robustness.py [--out bench_results/robustness.json] [--only SUBSTRING|AREA]   # ~3 minutes
 
 Writes a markdown table (case, how, outcome, message) and the counts. Cases run in-process where the command's
 own `main(argv)` is what the console script calls, in subprocesses where signals, locks or processes matter.
@@ -84,8 +84,14 @@ class Env:
         self.mixed = tmp / "mixed"; write_latent_folder(torch.randn(2, 4, 8, 8, 8), self.mixed); write_latent_folder(torch.randn(1, 4, 16, 8, 8), self.mixed, prefix="z")
         self.corrupt = tmp / "corrupt"; write_latent_folder(torch.randn(3, 4, 8, 8, 8), self.corrupt); (self.corrupt / "latent_00001.pt").write_bytes(b"garbage")
         self.nolat = tmp / "nolat"; self.nolat.mkdir(); (self.nolat / "readme.txt").write_text("no latents here")
+        self._mri = None
 
     def out(self, name): return str(self.tmp / name)
+
+    def mri(self):
+        "The MRI fixtures, built on first use (so `--only` on other cases stays fast)."
+        if self._mri is None: self._mri = _mri_fixtures(self.tmp / "mri")
+        return self._mri
 
 
 # --------------------------------------------------------------------------------------------------- configuration
@@ -463,15 +469,206 @@ def _(env):
     return res if f.read_text() == '{"old": true}' else ("lost", "results file replaced")
 
 
+# ------------------------------------------------------------------------------------------------------------- MRI
+AE_CONFIG = dict(num_channels=[8, 16, 32], num_res_blocks=[1, 1, 1], norm_num_groups=8)   # scripts/mri_example.py's: 4 latent channels, 4x smaller
+ENC = ["--spacing", "3", "3", "3", "--image-size", "32", "32", "32", "--threads", "1", "--no-progress"]
+
+
+def encode_cli(argv): from neuromf.mri.encode import main; return run_main(main, [str(a) for a in argv])
+def sample_cli(argv): from neuromf.mri.sample import main; return run_main(main, [str(a) for a in argv])
+
+
+def _mri_fixtures(root: Path):
+    "A tiny autoencoder in a file (and its config), 3 phantoms of 32^3, their latents (neuromf-encode) and a 2-step run on them."
+    import json, torch
+    from types import SimpleNamespace
+    from neuromf.mri.autoencoder import autoencoder_config, build_autoencoder, save_autoencoder
+    from neuromf.mri.encode import write_phantoms
+    m = SimpleNamespace(root=root, ae=root / "ae.pt", ae_cfg=root / "ae.json", scans=root / "scans", latents=root / "latents", run=root / "run")
+    root.mkdir(parents=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        cfg = autoencoder_config(**AE_CONFIG)
+        save_autoencoder(build_autoencoder(cfg), m.ae); m.ae_cfg.write_text(json.dumps(cfg))
+        write_phantoms(m.scans, 3, (32, 32, 32), (3.0, 3.0, 3.0))
+        code, _, err = encode_cli(["--images", m.scans, "--out", m.latents, "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg, *ENC])
+        if code != 0: raise RuntimeError(f"MRI fixture: neuromf-encode failed: {err.strip()[-300:]}")
+        code, _, err = train_cli(["--config", SMALL_UNET, "--out", str(m.run), f"data.latents_dir={m.latents}", "data.normalize=true",
+                                  "training.steps=2", "training.batch_size=2", "training.warmup_steps=1", "training.checkpoint_every=1",
+                                  "training.threads=1", "--no-progress", "--no-figures"])
+        if code != 0: raise RuntimeError(f"MRI fixture: neuromf-train on the latents failed: {err.strip()[-300:]}")
+    return m
+
+
+def _other_autoencoder(m, name, **changes):
+    "An autoencoder file `name.pt` (and `name.json`) of AE_CONFIG with `changes`, random weights."
+    import json, torch
+    from neuromf.mri.autoencoder import autoencoder_config, build_autoencoder, save_autoencoder
+    cfg = autoencoder_config(**{**AE_CONFIG, **changes})
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        save_autoencoder(build_autoencoder(cfg), m.root / f"{name}.pt")
+    (m.root / f"{name}.json").write_text(json.dumps(cfg))
+    return m.root / f"{name}.pt", m.root / f"{name}.json"
+
+
+def _ae_args(files): return ["--autoencoder", files[0], "--autoencoder-config", files[1]]
+
+
+def _mri_case(name, how, cli, argv_fn, needle):
+    "A neuromf-encode / neuromf-sample case: `argv_fn(env, m)` the arguments, `needle` (or `needle(env, m)`) what the one line must name."
+    @case("MRI", name, how)
+    def _(env):
+        m = env.mri()
+        code, _, err = cli(argv_fn(env, m))
+        return classify_cli(code, err, needle(env, m) if callable(needle) else needle)
+
+_mri_case("encode: autoencoder weights file missing", "neuromf-encode --autoencoder /no/ae.pt", encode_cli,
+          lambda e, m: ["--images", m.scans, "--out", e.out("enc_noweights"), "--autoencoder", "/no/ae.pt", *ENC], "/no/ae.pt")
+_mri_case("encode: weights of another architecture", "neuromf-encode --autoencoder <small AE's weights>, no --autoencoder-config (MAISI's architecture)",
+          encode_cli, lambda e, m: ["--images", m.scans, "--out", e.out("enc_otherarch"), "--autoencoder", m.ae, *ENC],
+          "shape mismatch(es) (encoder.blocks.0.conv.conv.weight")
+_mri_case("encode: config with more res blocks than the weights", "neuromf-encode --autoencoder-config <num_res_blocks [2, 2, 2]>", encode_cli,
+          lambda e, m: ["--images", m.scans, "--out", e.out("enc_moreblocks"), "--autoencoder", m.ae, "--autoencoder-config",
+                        _other_autoencoder(m, "ae_2blocks", num_res_blocks=[2, 2, 2])[1], *ENC], "missing key(s) (encoder.blocks.2.")
+_mri_case("encode: folder without images", "neuromf-encode --images <folder with a .txt only>", encode_cli,
+          lambda e, m: ["--images", e.nolat, "--out", e.out("enc_noimg"), "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg, *ENC],
+          lambda e, m: f"no NIfTI images (.nii.gz, .nii) in {e.nolat}")
+_mri_case("encode: images folder missing", "neuromf-encode --images /no/scans", encode_cli,
+          lambda e, m: ["--images", "/no/scans", "--out", e.out("enc_noimg"), "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg, *ENC],
+          "/no/scans")
+_mri_case("encode: --image-size not a multiple of 32", "neuromf-encode --image-size 40 32 32", encode_cli,
+          lambda e, m: ["--images", m.scans, "--out", e.out("enc_size"), "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg,
+                        *ENC, "--image-size", "40", "32", "32"], "image_size=(40, 32, 32)")
+_mri_case("encode: resume with other settings", "neuromf-encode into the fixture's latent folder with --spacing 2 2 2", encode_cli,
+          lambda e, m: ["--images", m.scans, "--out", m.latents, "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg,
+                        *ENC, "--spacing", "2", "2", "2"], "spacing: [3.0, 3.0, 3.0] -> [2.0, 2.0, 2.0]")
+
+
+@case("MRI", "encode: volume too small for the autoencoder", "neuromf-encode on a 16 x 24 x 24 scan at 1 mm (--spacing 1 1 1)")
+def _(env):
+    from neuromf.mri.encode import brain_phantom, centred_affine, write_nifti
+    m = env.mri(); d = env.tmp / "small_scans"
+    write_nifti(brain_phantom((16, 24, 24)), centred_affine((16, 24, 24)), d / "thin.nii.gz")
+    code, _, err = encode_cli(["--images", d, "--out", env.out("enc_small"), "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg,
+                               *ENC, "--spacing", "1", "1", "1"])
+    return classify_cli(code, err, "thin.nii.gz is too small for the autoencoder: (16, 24, 24) voxels")
+
+
+@case("MRI", "encode: corrupt NIfTI among good scans", "neuromf-encode on 3 phantoms and one .nii.gz of garbage")
+def _(env):
+    m = env.mri(); d = env.tmp / "corrupt_scans"; shutil.copytree(m.scans, d)
+    (d / "phantom_001b.nii.gz").write_bytes(b"\x1f\x8b\x08 this is not a NIfTI file")
+    out = env.tmp / "enc_corrupt"
+    code, stdout, err = encode_cli(["--images", d, "--out", out, "--autoencoder", m.ae, "--autoencoder-config", m.ae_cfg, *ENC])
+    if code is None or "Traceback" in err: return classify_cli(code, err, "")
+    if code == 0: return "silent", "exit 0"
+    skipped = next((l for l in err.splitlines() if "phantom_001b.nii.gz" in l), "")
+    if sorted(p.name for p in out.glob("*.pt")) != [f"phantom_00{i}.pt" for i in range(3)]: return "lost", "the good scans were not all encoded"
+    summary = (stdout.strip().splitlines() or [""])[-1]
+    return ("handled", f"{skipped} / {summary}") if skipped and "1 failed: phantom_001b" in summary else ("unclear", err.strip()[-200:])
+
+
+_mri_case("sample: folder that is not a run", "neuromf-sample --run <a latent folder>", sample_cli,
+          lambda e, m: ["--run", m.latents, "--out", e.out("smp_norun"), "--no-progress"], lambda e, m: f"not a NeuroMF run folder (no config.yaml): {m.latents}")
+_mri_case("sample: a run not trained on latents", "neuromf-sample --run <a torus run>", sample_cli,
+          lambda e, m: ["--run", e.run, "--out", e.out("smp_torus"), "--no-progress"], "no latent_stats.json")
+_mri_case("sample: --steps 0", "neuromf-sample --steps 0", sample_cli,
+          lambda e, m: ["--run", m.run, "--out", e.out("smp_steps0"), "--steps", "0", "--no-progress"], "steps=0")
+_mri_case("sample: --n 0", "neuromf-sample --n 0", sample_cli,
+          lambda e, m: ["--run", m.run, "--out", e.out("smp_n0"), "--n", "0", "--no-progress"], "n=0")
+_mri_case("sample: autoencoder with other latent channels", "neuromf-sample --autoencoder <AE with 3 latent channels> --autoencoder-config <its config>",
+          sample_cli, lambda e, m: ["--run", m.run, "--out", e.out("smp_ch3"), "--n", "1", "--no-progress",
+                                    *_ae_args(_other_autoencoder(m, "ae_3ch", latent_channels=3))],
+          "the autoencoder has 3 latent channels but the run's latents have 4")
+_mri_case("sample: autoencoder weights of another architecture", "neuromf-sample --autoencoder <[8, 8, 8] AE's weights> (architecture recorded by neuromf-encode)",
+          sample_cli, lambda e, m: ["--run", m.run, "--out", e.out("smp_arch"), "--n", "1", "--no-progress", "--autoencoder",
+                                    _other_autoencoder(m, "ae_888", num_channels=[8, 8, 8], norm_num_groups=4)[0]],
+          "encoder.blocks.3.conv1.conv.conv.weight (8, 8, 3, 3, 3) in the file vs (16, 8, 3, 3, 3) in the network")
+
+
+@case("MRI", "sample: autoencoder that did not encode the latents", "neuromf-sample --autoencoder <same architecture, other weights>")
+def _(env):
+    m = env.mri()
+    code, out, err = sample_cli(["--run", m.run, "--out", env.out("smp_other"), "--n", "1", "--no-progress", *_ae_args(_other_autoencoder(m, "ae_other"))])
+    if code != 0: return classify_cli(code, err, "")
+    line = (out.strip().splitlines() or [""])[-1]
+    head, _, warn = line.partition("; WARNING: ")
+    return ("warned", f"WARNING: {warn} ({head})") if warn.startswith("this autoencoder is not the one that encoded the training latents") else ("silent", line)
+
+
+# ----------------------------------------------------------------------------------------------------------- sweep
+def sweep_cli(argv): from neuromf.sweep import main; return run_main(main, [str(a) for a in argv])
+
+SWEEP = ["--steps", "20", "--eval-samples", "200", "--probe-steps", "10", "--no-progress", "--no-figures", "training.warmup_steps=2"]
+
+def _sweep_case(name, how, argv_fn, needle):
+    @case("sweep", name, how)
+    def _(env):
+        out = env.tmp / ("sweep_" + "".join(c if c.isalnum() else "_" for c in name))
+        code, _, err = sweep_cli(["--out", out, *SWEEP, *argv_fn(env)])
+        res = classify_cli(code, err, needle(env) if callable(needle) else needle)
+        return ("unclear", f"{res[1]} (and created {out})") if res[0] == "clear" and out.exists() else res
+
+_sweep_case("--dims with D < 4", "neuromf-sweep --dims 4,2", lambda e: ["--dims", "4,2"], "--dims: 2 is not an integer >= 4")
+_sweep_case("unknown prediction type", "neuromf-sweep --pred u,v", lambda e: ["--dims", "4", "--pred", "u,v"], "unknown prediction type 'v'")
+_sweep_case("unknown loss", "neuromf-sweep --loss mf,fm", lambda e: ["--dims", "4", "--loss", "mf,fm"], "unknown loss 'fm'")
+
+
+@case("sweep", "--out is a file", "neuromf-sweep --out <file>")
+def _(env):
+    f = env.tmp / "sweep_afile"; f.write_text("x")
+    code, _, err = sweep_cli(["--out", f, *SWEEP, "--dims", "4", "--pred", "u", "--loss", "mf"])
+    res = classify_cli(code, err, f"{f} is a file")
+    return res if f.read_text() == "x" else ("lost", "the file was overwritten")
+
+
+# --------------------------------------------------------------------------------------- oracle and volume metrics
+def _oracle(z, r, t):
+    from neuromf.oracle import exact_mean_velocity
+    return lambda: exact_mean_velocity(z, r, t)
+
+def _z(*shape):
+    import torch
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+_api_case("exact mean velocity with r > t", "oracle.exact_mean_velocity(z, r=0.8, t=0.5)", lambda: _oracle(_z(5, 4), 0.8, 0.5)(), "r=0.8, t=0.5")
+_api_case("exact mean velocity at t = 0", "oracle.exact_mean_velocity(z, r=0, t=0)", lambda: _oracle(_z(5, 4), 0.0, 0.0)(), "t=0")
+_api_case("exact mean velocity, z of the wrong shape", "oracle.exact_mean_velocity(z of shape (5, 3), 0, 0.5)",
+          lambda: _oracle(_z(5, 3), 0.0, 0.5)(), "got (5, 3)")
+_api_case("exact mean velocity, r of the wrong length", "oracle.exact_mean_velocity(z (5, 4), r of shape (3,), 0.5)",
+          lambda: _oracle(_z(5, 4), _z(3).abs() * 0.1, 0.5)(), "got (3,)")
+
+_api_case("FID without a feature network file", "metrics.volumes.load_feature_net(None)",
+          lambda: __import__("neuromf.metrics.volumes", fromlist=["x"]).load_feature_net(None), "none was given and nothing can be downloaded")
+_api_case("FID with a missing feature network file", "volume_metrics(real_volumes, generated_volumes, feature_net='/no/resnet.pth')",
+          lambda: __import__("neuromf.metrics.volumes", fromlist=["x"]).volume_metrics(real_volumes=_z(3, 16, 16, 16).abs(), generated_volumes=_z(3, 16, 16, 16).abs(),
+                                                                                       feature_net="/no/resnet.pth"), "/no/resnet.pth")
+_api_case("FID on features of different sizes", "metrics.volumes.fid(features (5, 8), features (5, 7))",
+          lambda: __import__("neuromf.metrics.volumes", fromlist=["x"]).fid(_z(5, 8), _z(5, 7)), "(5, 7)")
+_api_case("latent MMD on latents of different shapes", "metrics.volumes.latent_mmd(4 x 8^3 latents, 4 x 8 x 8 x 4 latents)",
+          lambda: __import__("neuromf.metrics.volumes", fromlist=["x"]).latent_mmd(_z(4, 4, 8, 8, 8), _z(4, 4, 8, 8, 4)), "(4, 8, 8, 4)")
+
+
+@case("API", "volume metrics without a feature network", "volume_metrics(real_volumes, generated_volumes) (no feature_net)")
+def _(env):
+    from neuromf.metrics.volumes import volume_metrics
+    r = volume_metrics(real_volumes=_z(3, 16, 16, 16).abs(), generated_volumes=_z(3, 16, 16, 16).abs())
+    if "fid" in r: return "unclear", f"FID computed without a feature network: {r['fid']}"
+    note = r.get("fid_note", "")
+    return ("handled", f"no FID; fid_note: {note}") if "feature_net=PATH" in note else ("silent", "no FID and no note why")
+
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--only", default=None, help="run the cases whose name contains this")
+    p.add_argument("--only", default=None, help="run the cases whose name (or area: MRI, sweep, API, ...) contains this")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
     import torch; torch.set_num_threads(1)
-    cases = [c for c in CASES if a.only is None or a.only in c[1]]
-    if not cases: raise SystemExit(f"robustness: no case name contains {a.only!r}")
+    cases = [c for c in CASES if a.only is None or a.only in c[1] or a.only == c[0]]
+    if not cases: raise SystemExit(f"robustness: no case name or area contains {a.only!r}")
     rows = []
     with tempfile.TemporaryDirectory() as d:
         env = Env(Path(d))
