@@ -20,11 +20,11 @@ from .models.prediction import PREDICTION_TYPES
 from .train import train, list_checkpoints, atomic_save, atomic_write_text
 
 # %% auto #0
-__all__ = ['LOSSES', 'DEFAULT_DIMS', 'TIMERS', 'GRID_KEYS', 'HEADLINE', 'COLORS', 'ROWS', 'check_grid', 'Cell', 'SweepSpec',
-           'base_overrides', 'cell_config', 'sweep_settings', 'sweep_dataset', 'measure_speed', 'plan_steps',
-           'evaluate_cell', 'torch_threads', 'plan_cell', 'run_cell', 'check_settings', 'sweep_lock', 'collect_results',
-           'by_variant', 'pivot_table', 'cells_table', 'sweep_figure', 'sweep_png', 'machine_info', 'write_report',
-           'run_sweep', 'parse_args', 'main']
+__all__ = ['LOSSES', 'DEFAULT_DIMS', 'TIMERS', 'GRID_KEYS', 'SWEEP_RECIPE', 'HEADLINE', 'COLORS', 'ROWS', 'check_grid', 'Cell',
+           'SweepSpec', 'base_overrides', 'cell_config', 'sweep_settings', 'sweep_dataset', 'measure_speed',
+           'plan_steps', 'evaluate_cell', 'torch_threads', 'plan_cell', 'run_cell', 'check_settings', 'sweep_lock',
+           'collect_results', 'by_variant', 'pivot_table', 'cells_table', 'sweep_figure', 'sweep_png', 'machine_info',
+           'write_report', 'run_sweep', 'parse_args', 'main']
 
 # %% ../nbs/27_sweep.ipynb #b073a9c1
 LOSSES = {"mf": "true", "imf": "model"}   # loss name -> loss.tangent
@@ -121,10 +121,12 @@ def _check_numbers(spec: SweepSpec) -> None:
         raise ValueError(f"sample_steps={spec.sample_steps!r}: must be a non-empty list of integers >= 1")
 
 # %% ../nbs/27_sweep.ipynb #34db3b58
+SWEEP_RECIPE = ("model.hidden_dim=256",)   # the default sweep's network (README)
+
 def base_overrides(spec: SweepSpec, # the sweep
                   ) -> list[str]:
-    "Overrides every cell shares: the user's, then the evaluation's."
-    return [*spec.overrides, f"eval.n_samples={spec.eval_samples}", f"eval.sample_steps=[{','.join(map(str, spec.sample_steps))}]"]
+    "Overrides every cell shares: the sweep's recipe (built-in base only), the user's, then the evaluation's."
+    return [*(SWEEP_RECIPE if spec.config is None else ()), *spec.overrides, f"eval.n_samples={spec.eval_samples}", f"eval.sample_steps=[{','.join(map(str, spec.sample_steps))}]"]
 
 def cell_config(spec: SweepSpec, # the sweep
                 cell: Cell, # one of its cells

@@ -11,8 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {  # name: (config overrides, global batch)
-    "mlp": (["model.hidden_dim=256", "model.n_hidden=5"], 512),
-    "unet_small_16": (["data.mode=volumetric", "data.spatial_size=16", "data.n_samples=256", "model.arch=maisi_unet"], 4),
+    "mlp": (["model.hidden_dim=256", "model.n_hidden=5", "time.r_equals_t_prob=0.25"], 512),
+    "unet_small_16": (["data.mode=volumetric", "data.spatial_size=16", "data.n_samples=256", "model.arch=maisi_unet", "time.r_equals_t_prob=0.25"], 4),
 }
 
 
