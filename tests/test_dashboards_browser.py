@@ -197,6 +197,16 @@ def _changed(page, before, what: str, timeout_s: float = 90):
     return now
 
 
+def _finish(page, lab, name, console_errors, timings, t0):
+    "Whatever happened: the page's screenshot, console errors and timings in test-artifacts/; the page closed, its kernel stopped."
+    page.screenshot(path=str(ARTIFACTS / f"{name}_page.png"), full_page=True)
+    (ARTIFACTS / f"{name}_console_errors.txt").write_text("\n".join(console_errors))
+    timings["total"] = time.time() - t0
+    (ARTIFACTS / f"{name}_timings.json").write_text(json.dumps(timings, indent=1))
+    page.close()
+    for sess in _http(f"{lab}/api/sessions") or []: _http(f"{lab}/api/sessions/{sess['id']}", "DELETE")  # stop its kernel
+
+
 @pytest.mark.parametrize("notebook,name,n_plots,toggle", DASHBOARDS, ids=[d[1] for d in DASHBOARDS])
 def test_dashboard_renders_and_redraws_in_chromium(lab, browser, notebook, name, n_plots, toggle):
     page = browser.new_page(viewport={"width": 1600, "height": 1500})
@@ -245,12 +255,7 @@ def test_dashboard_renders_and_redraws_in_chromium(lab, browser, notebook, name,
             DOCS_IMG.mkdir(parents=True, exist_ok=True)
             shutil.copy(first, DOCS_IMG / f"{name}.png")
     finally:
-        page.screenshot(path=str(ARTIFACTS / f"{name}_page.png"), full_page=True)
-        (ARTIFACTS / f"{name}_console_errors.txt").write_text("\n".join(console_errors))
-        timings["total"] = time.time() - t0
-        (ARTIFACTS / f"{name}_timings.json").write_text(json.dumps(timings, indent=1))
-        page.close()
-        for sess in _http(f"{lab}/api/sessions") or []: _http(f"{lab}/api/sessions/{sess['id']}", "DELETE")  # stop its kernel
+        _finish(page, lab, name, console_errors, timings, t0)
 
 
 def _changed_figures(page, before, which: list, what: str, timeout_s: float = 90):
@@ -311,9 +316,4 @@ def test_volume_dashboard_renders_and_redraws_in_chromium(lab, browser):
             DOCS_IMG.mkdir(parents=True, exist_ok=True)
             shutil.copy(first, DOCS_IMG / f"{name}.png")
     finally:
-        page.screenshot(path=str(ARTIFACTS / f"{name}_page.png"), full_page=True)
-        (ARTIFACTS / f"{name}_console_errors.txt").write_text("\n".join(console_errors))
-        timings["total"] = time.time() - t0
-        (ARTIFACTS / f"{name}_timings.json").write_text(json.dumps(timings, indent=1))
-        page.close()
-        for sess in _http(f"{lab}/api/sessions") or []: _http(f"{lab}/api/sessions/{sess['id']}", "DELETE")
+        _finish(page, lab, name, console_errors, timings, t0)
