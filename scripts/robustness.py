@@ -60,6 +60,16 @@ def classify_api(fn, needle, exc=Exception):
     return "silent", "no error"
 
 
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    "A tmpfs mounted at `path` for the block (yields None where this machine cannot mount one); unmounted after."
+    path.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+        yield None; return
+    try: yield path
+    finally: subprocess.run(["umount", "-l", str(path)])
+
+
 def train_cli(argv): from neuromf.train_cli import main; return run_main(main, argv)
 def toy_cli(argv): from neuromf.toy import main; return run_main(main, argv)
 
@@ -139,13 +149,10 @@ _cfg_case_rf("resume with another global batch", lambda e: ["--config", CFG, "--
 
 @case("run folder", "--out read-only", "--out on a read-only mount")
 def _(env):
-    ro = env.tmp / "ro"; ro.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
-        return "not run", "cannot mount a read-only tmpfs here"
-    try:
+    with tmpfs(env.tmp / "ro", "ro,size=1m") as ro:
+        if ro is None: return "not run", "cannot mount a read-only tmpfs here"
         code, _, err = train_cli(["--config", CFG, "--out", str(ro / "run"), *TINY])
         return classify_cli(code, err, str(ro / "run"))
-    finally: subprocess.run(["umount", "-l", str(ro)])
 
 
 def _popen_train(argv):
@@ -229,10 +236,8 @@ def _(env):
 @case("disk", "disk full while checkpointing", "3 MB tmpfs filled to less than one checkpoint, then --resume")
 def _(env):
     from neuromf.checkpoint import checkpoint_path, verify_checkpoint
-    mnt = env.tmp / "fs"; mnt.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        return "not run", "cannot mount a tmpfs here"
-    try:
+    with tmpfs(env.tmp / "fs", "size=3m") as mnt:
+        if mnt is None: return "not run", "cannot mount a tmpfs here"
         run = mnt / "run"; shutil.copytree(env.run, run)
         size = checkpoint_path(run, 20).stat().st_size
         (mnt / "filler").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - size // 2))
@@ -240,7 +245,6 @@ def _(env):
         if verify_checkpoint(checkpoint_path(run, 20)) is not None: return "lost", "earlier checkpoint damaged"
         if list(run.rglob(".*tmp*")): return "lost", "partial files left behind"
         return classify_cli(code, err, "no space left on")
-    finally: subprocess.run(["umount", "-l", str(mnt)])
 
 
 @case("disk", "disk full while writing figures", "tmpfs filled before the figures of a finished run")
@@ -248,16 +252,13 @@ def _(env):
     import torch
     from neuromf.config import load_config
     from neuromf.evaluate import write_figures, make_figures
-    mnt = env.tmp / "fs2"; mnt.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        return "not run", "cannot mount a tmpfs here"
-    try:
+    with tmpfs(env.tmp / "fs2", "size=2m") as mnt:
+        if mnt is None: return "not run", "cannot mount a tmpfs here"
         import plotly.graph_objects as go
         (mnt / "filler").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - 200_000))   # plotly.min.js needs ~4.5 MB
         res = classify_api(lambda: write_figures({"loss": go.Figure()}, mnt / "figures"), "No space left on device: '" + str(mnt / "figures"))
         left = list((mnt / "figures").glob("*")) if (mnt / "figures").exists() else []
         return ("lost", f"partial files left: {left}") if left else res
-    finally: subprocess.run(["umount", "-l", str(mnt)])
 
 
 @case("disk", "truncated plotly.min.js from an earlier run", "cut figures/plotly.min.js to 1 kB, write figures again")
